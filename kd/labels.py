@@ -1,0 +1,172 @@
+"""Label spaces: ordered (mid, display name) lists, the AudioSet one, and mappings between spaces."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kd.errors import LabelError
+
+AUDIOSET_CSV_URL = "http://storage.googleapis.com/us_audioset/youtube_corpus/v1/csv/class_labels_indices.csv"
+AUDIOSET_LABELS_ENV = "KD_AUDIOSET_LABELS"
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """An ordered label space. `mids` may be empty strings where a model only knows display names."""
+
+    name: str
+    mids: tuple[str, ...]
+    names: tuple[str, ...]
+    parents: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.mids) != len(self.names):
+            raise LabelError(f"label space {self.name!r}: {len(self.mids)} mids but {len(self.names)} names")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "mids": list(self.mids), "names": list(self.names)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> LabelSpace:
+        return cls(name=data["name"], mids=tuple(data["mids"]), names=tuple(data["names"]))
+
+    def index(self, label: str) -> int:
+        """Index of a label given by mid or exact display name."""
+        lookup = self._lookup()
+        if label not in lookup:
+            raise KeyError(label)
+        return lookup[label]
+
+    def _lookup(self) -> dict[str, int]:
+        cached = self.__dict__.get("_lookup_cache")
+        if cached is None:
+            cached = {}
+            for i, (mid, name) in enumerate(zip(self.mids, self.names, strict=True)):
+                cached.setdefault(name, i)
+                if mid:
+                    cached[mid] = i
+            object.__setattr__(self, "_lookup_cache", cached)
+        return cached
+
+    def map_to(self, target: LabelSpace) -> LabelMapping:
+        """Maps this space's classes onto `target` by mid, else by exact display name."""
+        lookup = target._lookup()
+        index = np.full(len(self), -1, dtype=np.int64)
+        for i, (mid, name) in enumerate(zip(self.mids, self.names, strict=True)):
+            j = lookup.get(mid) if mid else None
+            if j is None:
+                j = lookup.get(name)
+            if j is not None:
+                index[i] = j
+        return LabelMapping(source=self, target=target, index=index)
+
+
+@dataclass(frozen=True)
+class LabelMapping:
+    """`index[i]` is the target class of source class i, or -1 where it has none."""
+
+    source: LabelSpace
+    target: LabelSpace
+    index: np.ndarray
+
+    @property
+    def unmapped_source(self) -> list[str]:
+        """Source classes with no target class (reported, never silently dropped)."""
+        return [self.source.names[i] for i in np.flatnonzero(self.index < 0)]
+
+    @property
+    def covered(self) -> np.ndarray:
+        """Boolean mask over target classes that some source class maps onto."""
+        mask = np.zeros(len(self.target), dtype=bool)
+        mask[self.index[self.index >= 0]] = True
+        return mask
+
+    @property
+    def uncovered_target(self) -> list[str]:
+        return [self.target.names[i] for i in np.flatnonzero(~self.covered)]
+
+    @property
+    def is_identity(self) -> bool:
+        return len(self.source) == len(self.target) and bool(np.all(self.index == np.arange(len(self.target))))
+
+
+def load_label_csv(path: str | os.PathLike, name: str = "audioset", ontology: str | os.PathLike | None = None) -> LabelSpace:
+    """Loads a `class_labels_indices.csv`-style file (index, mid, display_name), optionally with ontology links."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise LabelError(f"{path}: cannot read label file ({e.strerror})") from None
+    if not rows or not {"mid", "display_name"} <= set(rows[0]):
+        raise LabelError(f"{path}: not a label file (needs columns index, mid, display_name)")
+    if "index" in rows[0]:
+        rows.sort(key=lambda r: int(r["index"]))
+    parents: dict[str, tuple[str, ...]] = {}
+    if ontology is not None:
+        parents = load_ontology_parents(ontology)
+    return LabelSpace(
+        name=name,
+        mids=tuple(r["mid"].strip() for r in rows),
+        names=tuple(r["display_name"].strip() for r in rows),
+        parents=parents,
+    )
+
+
+def load_ontology_parents(path: str | os.PathLike) -> dict[str, tuple[str, ...]]:
+    """Maps each mid of the AudioSet ontology to the mids of its parents."""
+    try:
+        entries = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise LabelError(f"{path}: cannot read ontology ({e})") from None
+    parents: dict[str, list[str]] = {}
+    for entry in entries:
+        for child in entry.get("child_ids", []):
+            parents.setdefault(child, []).append(entry["id"])
+    return {mid: tuple(p) for mid, p in parents.items()}
+
+
+def load_label_names(path: str | os.PathLike, name: str) -> LabelSpace:
+    """Loads a label space from a text file with one display name per line (no mids)."""
+    try:
+        names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as e:
+        raise LabelError(f"{path}: cannot read label file ({e.strerror})") from None
+    return LabelSpace(name=name, mids=("",) * len(names), names=tuple(names))
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("KD_CACHE", Path.home() / ".cache" / "kd"))
+
+
+def audioset_labels(path: str | os.PathLike | None = None) -> LabelSpace:
+    """The 527 AudioSet classes, from `path`, $KD_AUDIOSET_LABELS, the kd cache, or the official URL when online.
+
+    The file is third-party data (CC BY-SA 4.0), so kd ships none: it reads the user's copy or caches a download.
+    """
+    candidates = [path, os.environ.get(AUDIOSET_LABELS_ENV), _cache_dir() / "labels" / "class_labels_indices.csv"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return load_label_csv(candidate)
+    if path:
+        raise LabelError(f"{path}: label file not found")
+    target = _cache_dir() / "labels" / "class_labels_indices.csv"
+    try:
+        from kd.download import download
+
+        download(AUDIOSET_CSV_URL, target)
+    except OSError as e:
+        raise LabelError(
+            f"AudioSet labels not found and download failed ({e}); pass --labels PATH to class_labels_indices.csv "
+            f"or set ${AUDIOSET_LABELS_ENV}"
+        ) from None
+    return load_label_csv(target)
