@@ -1,0 +1,41 @@
+"""Rendering a view: decode the clip's crop (and its mixup partner's), then apply the view's augmentation.
+
+The dump and the training dataset both call `render_view`, which is what makes replay bit-for-bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from kd.audio import load_audio
+from kd.augment import AugmentPolicy, ViewParams, apply_view, crop_window, fit_length
+
+
+@dataclass(frozen=True)
+class ClipTable:
+    """The columns of a store's clips table that rendering needs (absolute paths, segments, durations)."""
+
+    paths: list[str]
+    starts: np.ndarray
+    durations: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def load_crop(clips: ClipTable, index: int, crop: float, policy: AugmentPolicy) -> torch.Tensor:
+    """Decodes only the part of clip `index` that a view with relative offset `crop` uses."""
+    start, end = crop_window(float(clips.durations[index]), crop, policy)
+    offset = float(clips.starts[index])
+    wave = load_audio(clips.paths[index], policy.sample_rate, offset + start, offset + end)
+    return fit_length(wave, policy.num_samples)
+
+
+def render_view(clips: ClipTable, index: int, params: ViewParams, policy: AugmentPolicy) -> torch.Tensor:
+    """The waveform [policy.num_samples] at policy.sample_rate that teachers and student hear for this view."""
+    wave = load_crop(clips, index, params.crop, policy)
+    partner = load_crop(clips, params.partner, params.partner_crop, policy) if params.partner >= 0 else None
+    return apply_view(wave, params, policy, partner)
