@@ -99,7 +99,9 @@ class LabelMapping:
         return len(self.source) == len(self.target) and bool(np.all(self.index == np.arange(len(self.target))))
 
 
-def load_label_csv(path: str | os.PathLike, name: str = "audioset", ontology: str | os.PathLike | None = None) -> LabelSpace:
+def load_label_csv(
+    path: str | os.PathLike, name: str = "audioset", ontology: str | os.PathLike | None = None
+) -> LabelSpace:
     """Loads a `class_labels_indices.csv`-style file (index, mid, display_name), optionally with ontology links."""
     path = Path(path)
     try:
@@ -153,13 +155,18 @@ def audioset_labels(path: str | os.PathLike | None = None) -> LabelSpace:
 
     The file is third-party data (CC BY-SA 4.0), so kd ships none: it reads the user's copy or caches a download.
     """
-    candidates = [path, os.environ.get(AUDIOSET_LABELS_ENV), _cache_dir() / "labels" / "class_labels_indices.csv"]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return load_label_csv(candidate)
-    if path:
-        raise LabelError(f"{path}: label file not found")
+    if path is not None:
+        if not Path(path).is_file():
+            raise LabelError(f"{path}: label file not found")
+        return load_label_csv(path)
+    env = os.environ.get(AUDIOSET_LABELS_ENV)
+    if env:
+        if not Path(env).is_file():
+            raise LabelError(f"{env}: label file not found (from ${AUDIOSET_LABELS_ENV})")
+        return load_label_csv(env)
     target = _cache_dir() / "labels" / "class_labels_indices.csv"
+    if target.is_file():
+        return load_label_csv(target)
     try:
         from kd.download import download
 

@@ -138,7 +138,9 @@ def _parse_row(row: dict, line: int, root: Path, problems: dict[str, list[str]])
         start = _seconds(row.get("start"))
         end = _seconds(row.get("end"))
     except ValueError:
-        problems.setdefault("bad segments", []).append(f"line {line}: start={row.get('start')!r} end={row.get('end')!r}")
+        problems.setdefault("bad segments", []).append(
+            f"line {line}: start={row.get('start')!r} end={row.get('end')!r}"
+        )
         return None
     if (start is not None and start < 0) or (start is not None and end is not None and end <= start):
         problems.setdefault("bad segments", []).append(f"line {line}: [{start}, {end})")
@@ -182,3 +184,44 @@ def _summarise(kind: str, items: list[str]) -> str:
     shown = ", ".join(items[:MAX_LISTED])
     more = f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
     return f"{len(items)} {kind}: {shown}{more}"
+
+
+@dataclass(frozen=True)
+class ManifestSummary:
+    """Totals for display; durations are None when not read."""
+
+    labelled: int
+    hours: float | None
+    shortest: float | None
+    longest: float | None
+
+
+def clip_duration(clip: Clip) -> float:
+    """The clip's duration in seconds (its segment's, if it has one), from the file header."""
+    from kd.audio import audio_info
+
+    total = audio_info(clip.path).duration
+    start = clip.start or 0.0
+    end = total if clip.end is None else min(clip.end, total)
+    if end <= start:
+        raise ManifestError(f"{clip.path}: segment [{clip.start}, {clip.end}) lies outside the file ({total:.3f} s)")
+    return end - start
+
+
+def summarise_manifest(manifest: Manifest, durations: bool = True) -> ManifestSummary:
+    """Counts labelled clips and, when `durations`, reads every header (collecting all undecodable files)."""
+    from kd.errors import AudioError
+    from kd.progress import track
+
+    labelled = sum(1 for clip in manifest.clips if clip.labels)
+    if not durations or not manifest.clips:
+        return ManifestSummary(labelled, None, None, None)
+    seconds, bad = [], []
+    for clip in track(manifest.clips, "reading headers"):
+        try:
+            seconds.append(clip_duration(clip))
+        except (AudioError, ManifestError) as e:
+            bad.append(str(e))
+    if bad:
+        raise ManifestError(_summarise("unreadable clips", bad))
+    return ManifestSummary(labelled, sum(seconds) / 3600, min(seconds), max(seconds))

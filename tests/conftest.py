@@ -27,3 +27,26 @@ def shared_data() -> Path:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     # Tests never see (or fill) the user's ~/.cache/kd.
     monkeypatch.setenv("KD_CACHE", str(tmp_path_factory.getbasetemp() / "kd-cache"))
+
+
+@pytest.fixture()
+def bad_audio(tmp_path: Path, shared_data: Path) -> dict[str, Path]:
+    """Real-format broken files: missing, empty, truncated wav and mp3, random bytes, a text file."""
+    import numpy as np
+
+    good_wav = (shared_data / "clips" / "freesound_dog.wav").read_bytes()
+    good_mp3 = (shared_data / "clips" / "panns_R9_ZSCveAHg_7s.mp3").read_bytes()
+    files = {
+        "missing": tmp_path / "missing.wav",
+        "empty": tmp_path / "empty.wav",
+        "truncated_wav": tmp_path / "truncated.wav",
+        "truncated_mp3": tmp_path / "truncated.mp3",
+        "corrupt": tmp_path / "corrupt.flac",
+        "text": tmp_path / "notes.wav",
+    }
+    files["empty"].write_bytes(b"")
+    files["truncated_wav"].write_bytes(good_wav[: len(good_wav) // 2])
+    files["truncated_mp3"].write_bytes(good_mp3[: len(good_mp3) // 2])
+    files["corrupt"].write_bytes(b"fLaC" + np.random.default_rng(0).bytes(4096))
+    files["text"].write_text("this is not audio\n")
+    return files
