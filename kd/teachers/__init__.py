@@ -20,4 +20,7 @@ def teacher_names() -> list[str]:
 
 def _import_families() -> None:
     # Importing a family module registers its teachers; families are imported lazily so `kd --help` stays fast.
-    from kd.teachers import toy  # noqa: F401
+    from kd.teachers import (
+        ced,  # noqa: F401
+        toy,  # noqa: F401
+    )
