@@ -21,6 +21,7 @@ def teacher_names() -> list[str]:
 def _import_families() -> None:
     # Importing a family module registers its teachers; families are imported lazily so `kd --help` stays fast.
     from kd.teachers import (
+        beats,  # noqa: F401
         ced,  # noqa: F401
         toy,  # noqa: F401
     )
