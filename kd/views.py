@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from kd.audio import load_audio
+from kd.audio import audio_info, load_audio
+from kd.errors import AudioError
 from kd.augment import AugmentPolicy, ViewParams, apply_view, crop_window, fit_length
 
 
@@ -28,7 +29,11 @@ class ClipTable:
 
 def load_crop(clips: ClipTable, index: int, crop: float, policy: AugmentPolicy) -> torch.Tensor:
     """Decodes only the part of clip `index` that a view with relative offset `crop` uses."""
-    start, end = crop_window(float(clips.durations[index]), crop, policy)
+    duration = float(clips.durations[index])
+    if not np.isfinite(duration):
+        audio_info(clips.paths[index])  # raises the file's real problem
+        raise AudioError(clips.paths[index], "was unreadable when the store was made; make a new store to include it")
+    start, end = crop_window(duration, crop, policy)
     offset = float(clips.starts[index])
     wave = load_audio(clips.paths[index], policy.sample_rate, offset + start, offset + end)
     return fit_length(wave, policy.num_samples)

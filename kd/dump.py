@@ -1,0 +1,512 @@
+"""Stage one, `kd dump-teachers`: run teachers over replayable views of every clip into a logit store.
+
+Work is split into blocks of clips (one shard of every teacher array). A block is computed as a fixed sequence of
+batches, so its bytes do not depend on what else runs: a resumed, a distributed and an uninterrupted dump write the
+same store. The driver creates every array; a block's writer holds a lock file for it, writes its shards, then sets
+its done flag.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kd.audio import audio_info, resample
+from kd.augment import AugmentPolicy, draw_view, policy_by_name
+from kd.errors import AudioError, ConfigError, KdError
+from kd.labels import audioset_labels
+from kd.manifest import load_manifest
+from kd.stores.logit_store import LogitStore, TeacherGroup, create_store, teacher_key
+from kd.teachers import Teacher, create_teacher
+from kd.views import ClipTable, render_view
+
+
+@dataclass
+class DumpConfig:
+    """Everything `kd dump-teachers` takes; validated on construction."""
+
+    manifest: str
+    store: str
+    teachers: list[str]
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    views: int = 4
+    k: int = 20
+    policy: str = "default"
+    batch_size: int = 16
+    workers: int = 2
+    device: str = "cpu"
+    block_size: int = 512
+    seed: int = 0
+    scheduler: str | None = None
+    skip_bad: bool = False
+    labels: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.teachers:
+            raise ConfigError("name at least one teacher (--teacher NAME)")
+        if len(set(self.teachers)) != len(self.teachers):
+            raise ConfigError(f"a teacher is named twice: {self.teachers}")
+        for name, value, low in (
+            ("views", self.views, 1),
+            ("k", self.k, 1),
+            ("batch_size", self.batch_size, 1),
+            ("block_size", self.block_size, 1),
+            ("workers", self.workers, 0),
+        ):
+            if value < low:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+        unknown = set(self.checkpoints) - set(self.teachers)
+        if unknown:
+            raise ConfigError(f"--checkpoint given for teachers not being dumped: {sorted(unknown)}")
+
+
+@dataclass
+class Failure:
+    clip_id: str
+    view: int
+    reason: str
+
+
+@dataclass
+class DumpReport:
+    store: str
+    teachers: list[str]
+    blocks_total: int
+    blocks_computed: int
+    blocks_skipped: int
+    views_computed: int
+    seconds: float
+    failures: list[Failure]
+    unmapped: dict[str, list[str]]
+
+    @property
+    def views_per_second(self) -> float:
+        return self.views_computed / self.seconds if self.seconds > 0 else 0.0
+
+
+# -- one block -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """What a task needs to render a block's views: pure data, cheap to send to a dask worker."""
+
+    table: ClipTable
+    seeds: np.ndarray
+    policy: AugmentPolicy
+    ids: list[str]
+    batch_size: int
+    block_size: int
+
+    def batches(self, block: int) -> list[list[tuple[int, int]]]:
+        """The fixed batches of (clip, view) items of one block, in order."""
+        first, last = block * self.block_size, min(len(self.table), (block + 1) * self.block_size)
+        items = [(c, v) for c in range(first, last) for v in range(self.seeds.shape[1])]
+        return [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
+
+
+def render_batch(plan: BlockPlan, items: list[tuple[int, int]]) -> dict:
+    """Renders a batch of views at the policy's rate; undecodable views are flagged, never zero-filled."""
+    waves = torch.zeros(len(items), plan.policy.num_samples)
+    failed = np.zeros(len(items), dtype=bool)
+    reasons: list[str] = [""] * len(items)
+    for row, (clip, view) in enumerate(items):
+        params = draw_view(plan.policy, int(plan.seeds[clip, view]), clip, len(plan.table), view)
+        try:
+            waves[row] = render_view(plan.table, clip, params, plan.policy)
+        except (AudioError, ValueError) as e:
+            failed[row], reasons[row] = True, str(e)
+    return {"items": items, "waves": waves, "failed": failed, "reasons": reasons}
+
+
+class _RenderedBatches(torch.utils.data.Dataset):
+    """Batches rendered in DataLoader workers (decode + resample + augment off the main process)."""
+
+    def __init__(self, plan: BlockPlan, batches: list[tuple[int, list[tuple[int, int]]]]) -> None:
+        self.plan = plan
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> dict:
+        block, items = self.batches[index]
+        return {"block": block, **render_batch(self.plan, items)}
+
+
+def top_k(teacher: Teacher, index: torch.Tensor, num_classes: int, waves: torch.Tensor, rate: int, k: int) -> dict:
+    """Teacher logits in the store's label space, reduced to top-k plus the rest's mean probability as a logit.
+
+    Args:
+        index: for each of the teacher's classes, its store class or -1.
+        waves: views [batch, samples] at `rate`.
+    """
+    logits = teacher.logits(resample(waves, rate, teacher.card.sample_rate)).float().cpu()
+    valid = index >= 0
+    full = torch.full((len(waves), num_classes), float("-inf"))
+    full[:, index[valid]] = logits[:, valid]
+    values, indices = full.topk(k, dim=1)
+    covered = int(valid.sum())
+    probs = torch.sigmoid(full.double())
+    rest_sum = probs.sum(dim=1) - torch.sigmoid(values.double()).sum(dim=1)
+    if covered > k:
+        mean = (rest_sum / (covered - k)).clamp(1e-7, 1 - 1e-7)
+        rest = torch.log(mean) - torch.log1p(-mean)
+    else:
+        rest = torch.full((len(waves),), float("nan"), dtype=torch.float64)
+    return {"logits": values.numpy(), "indices": indices.numpy(), "rest": rest.numpy()}
+
+
+class _BlockBuffer:
+    """Collects a block's batches for every teacher, then hands the arrays to the store."""
+
+    def __init__(self, store: LogitStore, block: int, teachers: list[str], ks: dict[str, int]) -> None:
+        rows = store.block_rows(block)
+        n, v = rows.stop - rows.start, store.num_views
+        self.first = rows.start
+        self.expected = n * v
+        self.seen = 0
+        self.data = {
+            name: {
+                "logits": np.full((n, v, ks[name]), np.nan, np.float16),
+                "indices": np.full((n, v, ks[name]), -1, np.int16),
+                "rest": np.full((n, v), np.nan, np.float16),
+                "failed": np.zeros((n, v), bool),
+            }
+            for name in teachers
+        }
+
+    def add(self, name: str, items: list[tuple[int, int]], out: dict, failed: np.ndarray) -> None:
+        data = self.data[name]
+        for row, (clip, view) in enumerate(items):
+            c = clip - self.first
+            if failed[row]:
+                data["failed"][c, view] = True
+                continue
+            data["logits"][c, view] = out["logits"][row]
+            data["indices"][c, view] = out["indices"][row]
+            data["rest"][c, view] = out["rest"][row]
+
+
+def compute_batch(
+    batch: dict, teachers: dict[str, tuple[Teacher, torch.Tensor, int]], buffer: _BlockBuffer, store: LogitStore
+) -> None:
+    for name, (teacher, index, k) in teachers.items():
+        out = top_k(teacher, index, len(store.labels), batch["waves"], store.policy.sample_rate, k)
+        buffer.add(name, batch["items"], out, batch["failed"])
+    buffer.seen += len(batch["items"])
+
+
+def finish_block(
+    store: LogitStore, groups: dict[str, TeacherGroup], block: int, buffer: _BlockBuffer, mark_failed_done: bool
+) -> bool:
+    """Writes the block for each teacher; marks it done unless it has failures that were not accepted."""
+    has_failures = any(d["failed"].any() for d in buffer.data.values())
+    for name, data in buffer.data.items():
+        if has_failures and not mark_failed_done:
+            _write_data_only(store, groups[name], block, data)
+        else:
+            store.write_block(groups[name], block, data)
+    return not has_failures or mark_failed_done
+
+
+def _write_data_only(store: LogitStore, group: TeacherGroup, block: int, data: dict) -> None:
+    rows = store.block_rows(block)
+    for key in ("logits", "indices", "rest", "failed"):
+        getattr(group, key)[rows] = data[key]
+
+
+# -- locks ---------------------------------------------------------------------------------------------------------
+
+
+class BlockLocks:
+    """Lock files that keep two dumps from writing the same block; a dead holder's lock is taken over."""
+
+    def __init__(self, store_path: str, teacher_names: list[str]) -> None:
+        self.dir = Path(store_path) / ".kd-locks" / "+".join(sorted(teacher_key(t) for t in teacher_names))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.me = f"{socket.gethostname()} {os.getpid()}"
+
+    def _path(self, block: int) -> Path:
+        return self.dir / f"block-{block:08d}.lock"
+
+    def claim(self, block: int) -> bool:
+        path = self._path(block)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if not self._stale(path):
+                    return False
+                path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(self.me)
+            return True
+        return False
+
+    def held_elsewhere(self, block: int) -> bool:
+        path = self._path(block)
+        return path.exists() and not self._stale(path)
+
+    def release(self, block: int) -> None:
+        path = self._path(block)
+        if path.exists() and path.read_text() == self.me:
+            path.unlink()
+
+    def _stale(self, path: Path) -> bool:
+        try:
+            host, pid = path.read_text().split()
+        except (OSError, ValueError):
+            return True
+        if host != socket.gethostname():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def cleanup(self) -> None:
+        for parent in (self.dir, self.dir.parent):
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+
+
+# -- the driver ----------------------------------------------------------------------------------------------------
+
+
+def dump_teachers(config: DumpConfig) -> DumpReport:
+    """Runs the dump described by `config`; returns what was done and which views failed."""
+    from kd.progress import format_rate, progress_bar
+
+    start_time = time.perf_counter()
+    policy = policy_by_name(config.policy)
+    store_exists = Path(config.store, "zarr.json").is_file()
+    labels = LogitStore(config.store).labels if store_exists else audioset_labels(config.labels)
+    manifest = load_manifest(config.manifest, labels=labels, check_files=False)
+    if not manifest.clips:
+        raise ConfigError(f"{config.manifest}: manifest has no clips")
+    if store_exists:
+        durations = LogitStore(config.store).root["clips/duration"][:]
+    else:
+        durations = _durations(manifest, config.progress)
+    store = create_store(
+        config.store, manifest, durations, labels, policy, config.views, config.seed, config.block_size
+    )
+    teachers, groups, unmapped = {}, {}, {}
+    for name in config.teachers:
+        teacher = create_teacher(name, checkpoint=config.checkpoints.get(name)).to(config.device)
+        mapping = teacher.labels.map_to(store.labels)
+        if mapping.unmapped_source:
+            unmapped[name] = mapping.unmapped_source
+        provenance = {
+            "card": _jsonable(teacher.card.to_json()),
+            "checkpoint_sha256": teacher.checkpoint_sha256,
+            "frontend": _jsonable(teacher.card.frontend),
+            "sample_rate": teacher.card.sample_rate,
+        }
+        groups[name] = store.add_teacher(name, provenance, mapping, config.k)
+        teachers[name] = (teacher, torch.as_tensor(mapping.index), groups[name].k)
+
+    done = {name: groups[name].done_blocks() for name in config.teachers}
+    pending = [b for b in range(store.num_blocks) if not all(done[n][b] for n in config.teachers)]
+    plan = BlockPlan(
+        table=store.clip_table(),
+        seeds=store.seeds(),
+        policy=policy,
+        ids=store.clip_ids(),
+        batch_size=config.batch_size,
+        block_size=store.block_size,
+    )
+    failures: list[Failure] = []
+    locks = BlockLocks(config.store, config.teachers)
+    computed = 0
+    bar = progress_bar(disable=not config.progress)
+    with bar:
+        total = sum(store.block_rows(b).stop - store.block_rows(b).start for b in pending) * store.num_views
+        task = bar.add_task("dumping", total=total, rate="", info="")
+        views_done = 0
+
+        def advance(n: int) -> None:
+            nonlocal views_done
+            views_done += n
+            bar.update(task, advance=n, rate=format_rate(views_done, time.perf_counter() - start_time, "views"))
+
+        remaining = list(pending)
+        while remaining:
+            mine = [b for b in remaining if locks.claim(b)]
+            if mine:
+                runner = _run_distributed if config.scheduler else _run_local
+                computed += runner(config, store, plan, teachers, groups, mine, locks, failures, advance)
+            remaining = [b for b in remaining if b not in mine and not _all_done(groups, b)]
+            if remaining:
+                bar.update(task, info=f"waiting for {len(remaining)} blocks held by another dump")
+                time.sleep(0.5)
+    locks.cleanup()
+    return DumpReport(
+        store=config.store,
+        teachers=config.teachers,
+        blocks_total=store.num_blocks,
+        blocks_computed=computed,
+        blocks_skipped=store.num_blocks - len(pending),
+        views_computed=views_done,
+        seconds=time.perf_counter() - start_time,
+        failures=failures,
+        unmapped=unmapped,
+    )
+
+
+def _all_done(groups: dict[str, TeacherGroup], block: int) -> bool:
+    return all(bool(g.done[block]) for g in groups.values())
+
+
+def _run_local(config, store, plan, teachers, groups, blocks, locks, failures, advance) -> int:
+    """Renders in DataLoader workers, runs teachers in this process, writes each block as it completes."""
+    batches = [(b, items) for b in blocks for items in plan.batches(b)]
+    loader = torch.utils.data.DataLoader(
+        _RenderedBatches(plan, batches),
+        batch_size=None,
+        num_workers=config.workers,
+        prefetch_factor=4 if config.workers else None,
+        persistent_workers=False,
+    )
+    buffers: dict[int, _BlockBuffer] = {}
+    computed = 0
+    for batch in loader:
+        block = batch["block"]
+        names = [n for n in teachers if not groups[n].done[block]]
+        buffer = buffers.setdefault(block, _BlockBuffer(store, block, names, {n: teachers[n][2] for n in names}))
+        compute_batch(batch, {n: teachers[n] for n in names}, buffer, store)
+        _collect_failures(plan, batch, failures)
+        advance(len(batch["items"]))
+        if buffer.seen == buffer.expected:
+            if finish_block(store, {n: groups[n] for n in names}, block, buffers.pop(block), config.skip_bad):
+                computed += 1
+            locks.release(block)
+    return computed
+
+
+def _collect_failures(plan: BlockPlan, batch: dict, failures: list[Failure]) -> None:
+    for (clip, view), bad, reason in zip(batch["items"], batch["failed"], batch["reasons"], strict=True):
+        if bad:
+            failures.append(Failure(plan.ids[clip], view, reason))
+
+
+def _run_distributed(config, store, plan, teachers, groups, blocks, locks, failures, advance) -> int:
+    """Runs each block as a dask task (any dask.distributed scheduler, or `local:N` for a LocalCluster)."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    scheduler = config.scheduler
+    if scheduler.startswith("local:"):
+        try:
+            n = int(scheduler.split(":", 1)[1])
+        except ValueError:
+            raise ConfigError(f"--scheduler {scheduler!r}: expected local:N or a scheduler address") from None
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+    else:
+        cluster = None
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as e:
+            raise KdError(f"cannot reach dask scheduler {scheduler!r} ({e})") from None
+    computed = 0
+    try:
+        plan_future = client.scatter(plan, broadcast=True)
+        futures = {
+            client.submit(
+                _dump_block_task,
+                config.store,
+                config.teachers,
+                dict(config.checkpoints),
+                config.device,
+                plan_future,
+                block,
+                config.skip_bad,
+                pure=False,
+            ): block
+            for block in blocks
+        }
+        for future in as_completed(futures):
+            block = futures[future]
+            ok, block_failures, views = future.result()
+            failures.extend(Failure(*f) for f in block_failures)
+            computed += ok
+            locks.release(block)
+            advance(views)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return computed
+
+
+_WORKER_TEACHERS: dict[tuple[str, str | None, str], Teacher] = {}
+
+
+def _dump_block_task(
+    store_path: str,
+    names: list[str],
+    checkpoints: dict[str, str],
+    device: str,
+    plan: BlockPlan,
+    block: int,
+    skip_bad: bool,
+) -> tuple[bool, list[tuple[str, int, str]], int]:
+    """One block on a dask worker: the same batches, the same arithmetic, the same writes as the local path."""
+    store = LogitStore(store_path, mode="a")
+    groups = {n: store.teacher(n) for n in names}
+    pending = [n for n in names if not groups[n].done[block]]
+    teachers = {}
+    for name in pending:
+        key = (name, checkpoints.get(name), device)
+        if key not in _WORKER_TEACHERS:
+            _WORKER_TEACHERS[key] = create_teacher(name, checkpoint=checkpoints.get(name)).to(device)
+        teacher = _WORKER_TEACHERS[key]
+        mapping = np.asarray(groups[name].attrs["label_mapping"]["index"])
+        teachers[name] = (teacher, torch.as_tensor(mapping), groups[name].k)
+    buffer = _BlockBuffer(store, block, pending, {n: teachers[n][2] for n in pending})
+    failures: list[Failure] = []
+    for items in plan.batches(block):
+        batch = render_batch(plan, items)
+        compute_batch(batch, teachers, buffer, store)
+        _collect_failures(plan, batch, failures)
+    ok = finish_block(store, {n: groups[n] for n in pending}, block, buffer, skip_bad)
+    return ok, [(f.clip_id, f.view, f.reason) for f in failures], buffer.seen
+
+
+def _durations(manifest, progress: bool) -> np.ndarray:
+    """Header durations; an unreadable clip gets NaN here and fails (recorded, listed) when its views render."""
+    from kd.manifest import clip_duration
+    from kd.progress import track
+
+    out = np.full(len(manifest), np.nan)
+    items = (
+        track(enumerate(manifest.clips), "reading headers", total=len(manifest))
+        if progress
+        else enumerate(manifest.clips)
+    )
+    for i, clip in items:
+        try:
+            out[i] = clip_duration(clip)
+        except KdError:
+            pass
+    return out
+
+
+def _jsonable(value: object) -> object:
+    import json
+
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,291 @@
+"""The Zarr v3 logit store (layout in docs/store.md).
+
+Rules that keep parallel writers safe (see DESIGN.md's Zarr facts): arrays and attributes are created only by the
+driver; a task writes whole shards (one block of clips) and nothing else; a block's `done` flag lives in its own chunk
+and is set only after the block's data is written; workers never touch attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+import kd
+from kd.augment import AugmentPolicy, view_seed
+from kd.errors import StoreError
+from kd.labels import LabelMapping, LabelSpace
+from kd.manifest import Manifest
+from kd.views import ClipTable
+
+STORE_VERSION = 1
+# Measured best for top-k float16/int16 rows (DESIGN.md): zstd level 5 with byte shuffle.
+TOPK_CODEC = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
+ROWS_PER_CHUNK = 64
+
+
+def teacher_key(name: str) -> str:
+    """Group name of a teacher: registry names contain '/', which would nest groups."""
+    return name.replace("/", "--").replace(":", "~")
+
+
+@dataclass
+class TeacherGroup:
+    """One teacher's arrays and provenance inside a store."""
+
+    name: str
+    group: zarr.Group
+
+    @property
+    def attrs(self) -> dict:
+        return self.group.attrs.asdict()
+
+    @property
+    def k(self) -> int:
+        return int(self.attrs["k"])
+
+    @property
+    def logits(self) -> zarr.Array:
+        return self.group["logits"]
+
+    @property
+    def indices(self) -> zarr.Array:
+        return self.group["indices"]
+
+    @property
+    def rest(self) -> zarr.Array:
+        return self.group["rest"]
+
+    @property
+    def failed(self) -> zarr.Array:
+        return self.group["failed"]
+
+    @property
+    def done(self) -> zarr.Array:
+        return self.group["done"]
+
+    @property
+    def covered(self) -> np.ndarray:
+        """Which store classes this teacher has a logit for."""
+        return np.asarray(self.attrs["covered"], dtype=bool)
+
+    def done_blocks(self) -> np.ndarray:
+        return np.asarray(self.done[:], dtype=bool)
+
+    def load(self) -> dict[str, np.ndarray]:
+        """All arrays in memory: a whole-array read is ~50x cheaper per row than row reads (DESIGN.md)."""
+        return {
+            "logits": self.logits[:],
+            "indices": self.indices[:],
+            "rest": self.rest[:],
+            "failed": self.failed[:],
+            "covered": self.covered,
+        }
+
+
+class LogitStore:
+    """A logit store opened for reading (and, from the driver, for adding teachers)."""
+
+    def __init__(self, path: str | os.PathLike, mode: str = "r") -> None:
+        self.path = str(path)
+        if not _exists(self.path):
+            raise StoreError(f"{path}: no logit store here (create one with `kd dump-teachers`)")
+        try:
+            self.root = zarr.open_group(self.path, mode=mode, use_consolidated=False)
+        except Exception as e:  # zarr raises several types for a non-store directory
+            raise StoreError(f"{path}: not a readable Zarr store ({type(e).__name__}: {e})") from None
+        attrs = self.root.attrs.asdict()
+        if attrs.get("kd_store_version") != STORE_VERSION:
+            raise StoreError(
+                f"{path}: not a kd logit store of version {STORE_VERSION} (found {attrs.get('kd_store_version')})"
+            )
+        self.attrs = attrs
+        self.policy = AugmentPolicy.from_json(attrs["policy"])
+        self.labels = LabelSpace.from_json(attrs["label_space"])
+        self.num_views = int(attrs["num_views"])
+        self.block_size = int(attrs["block_size"])
+        self.num_clips = int(attrs["num_clips"])
+
+    @property
+    def num_blocks(self) -> int:
+        return -(-self.num_clips // self.block_size)
+
+    def block_rows(self, block: int) -> slice:
+        return slice(block * self.block_size, min(self.num_clips, (block + 1) * self.block_size))
+
+    def clip_ids(self) -> list[str]:
+        return [str(s) for s in self.root["clips/id"][:]]
+
+    def clip_labels(self) -> list[tuple[str, ...]]:
+        return [tuple(x for x in str(s).split(";") if x) for s in self.root["clips/labels"][:]]
+
+    def clip_table(self, audio_root: str | os.PathLike | None = None) -> ClipTable:
+        """Paths resolved against `audio_root` (default: the manifest's directory at dump time)."""
+        root = Path(audio_root or self.attrs["audio_root"])
+        paths = [str(p) if Path(p).is_absolute() else str(root / p) for p in self.root["clips/path"][:]]
+        return ClipTable(paths=paths, starts=self.root["clips/start"][:], durations=self.root["clips/duration"][:])
+
+    def seeds(self) -> np.ndarray:
+        return self.root["views/seed"][:]
+
+    def teacher_names(self) -> list[str]:
+        if "teachers" not in self.root:
+            return []
+        return sorted(g.attrs["name"] for _, g in self.root["teachers"].groups())
+
+    def teacher(self, name: str) -> TeacherGroup:
+        key = f"teachers/{teacher_key(name)}"
+        if key not in self.root:
+            known = ", ".join(self.teacher_names()) or "none"
+            raise StoreError(f"{self.path}: teacher {name!r} is not in this store (stored: {known})")
+        return TeacherGroup(name, self.root[key])
+
+    def add_teacher(self, name: str, provenance: dict, mapping: LabelMapping, k: int) -> TeacherGroup:
+        """Creates (driver only) a teacher's arrays; an existing group must have identical provenance."""
+        key = teacher_key(name)
+        covered = mapping.covered
+        k = min(k, int(covered.sum()))
+        attrs = {
+            "name": name,
+            **provenance,
+            "k": k,
+            "kd_version": kd.__version__,
+            "label_mapping": {
+                "source": mapping.source.to_json(),
+                "index": mapping.index.tolist(),
+                "unmapped_source": mapping.unmapped_source,
+                "uncovered_target": mapping.uncovered_target,
+            },
+            "covered": covered.tolist(),
+        }
+        teachers = self.root.require_group("teachers")
+        if key in teachers:
+            existing = TeacherGroup(name, teachers[key])
+            _check_same_teacher(self.path, existing.attrs, attrs)
+            return existing
+        group = teachers.create_group(key)
+        n, v, b = self.num_clips, self.num_views, self.block_size
+        rows = min(ROWS_PER_CHUNK, b)
+        common = {"shards": (b, v, k), "chunks": (rows, v, k), "compressors": TOPK_CODEC}
+        group.create_array("logits", shape=(n, v, k), dtype="float16", fill_value=np.nan, **common)
+        group.create_array("indices", shape=(n, v, k), dtype="int16", fill_value=-1, **common)
+        group.create_array(
+            "rest",
+            shape=(n, v),
+            dtype="float16",
+            fill_value=np.nan,
+            shards=(b, v),
+            chunks=(rows, v),
+            compressors=TOPK_CODEC,
+        )
+        group.create_array("failed", shape=(n, v), dtype="bool", fill_value=False, shards=(b, v), chunks=(rows, v))
+        group.create_array("done", shape=(self.num_blocks,), dtype="bool", fill_value=False, chunks=(1,))
+        # Attributes last: a group with attrs is a complete group (a crash before this leaves no teacher name).
+        group.attrs.update(attrs)
+        return TeacherGroup(name, group)
+
+    def write_block(self, teacher: TeacherGroup, block: int, data: dict[str, np.ndarray]) -> None:
+        """Writes one block's shard of every array, then (only then) marks the block done."""
+        rows = self.block_rows(block)
+        teacher.logits[rows] = data["logits"]
+        teacher.indices[rows] = data["indices"]
+        teacher.rest[rows] = data["rest"]
+        teacher.failed[rows] = data["failed"]
+        teacher.done[block] = True
+
+
+def create_store(
+    path: str | os.PathLike,
+    manifest: Manifest,
+    durations: np.ndarray,
+    labels: LabelSpace,
+    policy: AugmentPolicy,
+    num_views: int,
+    base_seed: int = 0,
+    block_size: int = 512,
+) -> LogitStore:
+    """Creates a store (driver only), or opens an existing one after checking it was made from the same inputs."""
+    path = str(path)
+    records = manifest.to_records()
+    ids = [r["id"] for r in records]
+    fingerprint = {
+        "kd_store_version": STORE_VERSION,
+        "label_space": labels.to_json(),
+        "policy": policy.to_json(),
+        "num_views": num_views,
+        "base_seed": base_seed,
+        "block_size": block_size,
+        "num_clips": len(records),
+    }
+    if _exists(path):
+        store = LogitStore(path, mode="a")
+        _check_same_store(store, fingerprint, ids, [r["path"] for r in records])
+        return store
+    root = zarr.open_group(path, mode="w-")
+    clips = root.create_group("clips")
+    n = len(records)
+    for name, values in (
+        ("id", ids),
+        ("path", [r["path"] for r in records]),
+        ("labels", [";".join(r["labels"]) for r in records]),
+    ):
+        clips.create_array(name, shape=(n,), dtype=str, chunks=(max(1, n),))[:] = np.array(values, dtype=object)
+    for name, values in (
+        ("start", [r["start"] or 0.0 for r in records]),
+        ("end", [np.nan if r["end"] is None else r["end"] for r in records]),
+        ("duration", durations),
+    ):
+        clips.create_array(name, shape=(n,), dtype="float64", chunks=(max(1, n),))[:] = np.asarray(values, "float64")
+    seeds = np.array([[view_seed(base_seed, i, v) for v in range(num_views)] for i in ids], dtype=np.uint64)
+    views = root.create_group("views")
+    views.create_array("seed", shape=(n, num_views), dtype="uint64", chunks=(max(1, n), num_views), compressors=None)[
+        :
+    ] = seeds.reshape(n, num_views)
+    # Attributes last: a store without them is an incomplete creation that the next run refuses loudly.
+    root.attrs.update(
+        {
+            **fingerprint,
+            "kd_version": kd.__version__,
+            "manifest": {"source": manifest.source, "num_clips": n},
+            "audio_root": str(manifest.root),
+        }
+    )
+    return LogitStore(path, mode="a")
+
+
+def _exists(path: str) -> bool:
+    return "://" in path or (Path(path) / "zarr.json").is_file()
+
+
+def _check_same_store(store: LogitStore, fingerprint: dict, ids: list[str], paths: list[str]) -> None:
+    for key, want in fingerprint.items():
+        have = store.attrs.get(key)
+        if have != want:
+            what = {"label_space": "label space", "policy": "augmentation policy"}.get(key, key)
+            raise StoreError(
+                f"{store.path} was made with another {what} ({_short(have)} vs {_short(want)}); "
+                "use a new store path or the original settings"
+            )
+    if store.clip_ids() != ids or [str(p) for p in store.root["clips/path"][:]] != paths:
+        raise StoreError(
+            f"{store.path} was made from another manifest (clip ids or paths differ); use a new store path"
+        )
+
+
+def _check_same_teacher(path: str, have: dict, want: dict) -> None:
+    for key in ("checkpoint_sha256", "k", "card", "covered"):
+        if have.get(key) != want.get(key):
+            raise StoreError(
+                f"{path}: teacher {want['name']!r} is already stored with another {key} "
+                f"({_short(have.get(key))} vs {_short(want.get(key))}); dump it into a new store"
+            )
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
