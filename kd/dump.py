@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kd.audio import audio_info, resample
+from kd.audio import resample
 from kd.augment import AugmentPolicy, draw_view, policy_by_name
 from kd.errors import AudioError, ConfigError, KdError
 from kd.labels import audioset_labels

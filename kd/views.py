@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from kd.audio import audio_info, load_audio
-from kd.errors import AudioError
 from kd.augment import AugmentPolicy, ViewParams, apply_view, crop_window, fit_length
+from kd.errors import AudioError
 
 
 @dataclass(frozen=True)
