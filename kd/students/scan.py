@@ -1,0 +1,382 @@
+"""The selective scan of Mamba/VMamba behind one function, with three backends.
+
+Semantics are those of mamba-ssm's `selective_scan_fn` (state-spaces/mamba, `mamba_ssm/ops/selective_scan_interface.py`):
+for every batch row and channel d,
+
+    h_t = exp(delta_t * A_d) * h_{t-1} + delta_t * B_t * u_t        (state of size N, h_{-1} = 0)
+    y_t = <C_t, h_t> + D_d * u_t,  then y_t *= silu(z_t) when z is given,
+
+with `delta = softplus(delta + delta_bias)` when `delta_softplus`. Shapes: u, delta, z [batch, dim, L]; A [dim, N]
+(real); B and C either [dim, N] (time-invariant), [batch, N, L] or [batch, groups, N, L] (channel d uses group
+d // (dim // groups), as VMamba's four scan directions do); D and delta_bias [dim].
+
+Backends:
+- `reference`: one step per time index; exact recurrence, float64 capable, slow. The ground truth of the tests.
+- `chunked`: pure PyTorch, the default off CUDA. Time is cut into chunks of `CHUNK` steps; all chunks run their
+  local recurrence side by side (a fixed, unrolled loop of `CHUNK` steps), the chunk-to-chunk carries come from
+  the same scan one level up, applied recursively. Work is linear in L and the Python loop count is fixed, so
+  `torch.onnx.export` traces it with a dynamic time axis. Decays only ever enter as `exp(x)` with x = delta*A or a
+  sum of such terms (never a difference), so for A <= 0 no exponent is positive: large |A*delta| and long
+  sequences underflow to exact zeros instead of overflowing, and nothing cancels.
+- `mamba_ssm`: mamba-ssm's CUDA kernel, used for CUDA tensors when `mamba_ssm` imports (it fails at import when
+  its compiled `selective_scan_cuda` is missing; any import failure means "unavailable").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from kd.errors import ConfigError
+
+CHUNK = 64
+"""Time steps per chunk: each level of the chunked scan runs a loop of this many steps over all chunks at once."""
+
+TRACE_LEVELS = 4
+"""Levels used while tracing (ONNX export), so one exported graph serves any L up to CHUNK ** 4 (16.7 M steps)."""
+
+SEGMENT_ELEMENTS = 1 << 23
+"""Without autograd, scan at most about this many state elements (batch * dim * N * steps) at a time."""
+
+SEGMENT_MIN = 1 << 14
+
+BACKENDS = ("reference", "chunked", "mamba_ssm")
+
+
+def scan_backends() -> dict[str, str | None]:
+    """Maps each backend name to None when it can run here, or to the reason it cannot."""
+    return {"reference": None, "chunked": None, "mamba_ssm": _mamba_ssm_unavailable()}
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Runs the selective scan (see the module docstring) and returns y [batch, dim, L] in u's dtype.
+
+    Args:
+        backend: 'auto' (mamba_ssm for CUDA tensors when it imports, else chunked), or one of `BACKENDS`.
+    """
+    if backend == "auto":
+        backend = "mamba_ssm" if u.is_cuda and _mamba_ssm_unavailable() is None else "chunked"
+    run = _RUNNERS.get(backend)
+    if run is None:
+        raise ConfigError(f"unknown selective-scan backend {backend!r}; known: auto, {', '.join(BACKENDS)}")
+    return run(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+def selective_scan_reference(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+) -> torch.Tensor:
+    """The recurrence one time step at a time, in float32 or (for float64 inputs) float64."""
+    dtype = u.dtype
+    uu, delta, dA, Bx, Cx = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
+    h = torch.zeros(dA.shape[:-1], dtype=dA.dtype, device=dA.device)
+    ys = []
+    for t in range(uu.shape[-1]):
+        h = torch.exp(dA[..., t]) * h + Bx[..., t] * (delta[..., t] * uu[..., t])
+        ys.append((h * Cx[..., t]).sum(-1))
+    y = torch.stack(ys, dim=-1).reshape(u.shape)
+    return _finish(y, u, D, z).to(dtype)
+
+
+def selective_scan_chunked(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+) -> torch.Tensor:
+    """The recurrence as a fixed number of chunk levels of plain tensor ops (see the module docstring).
+
+    The result is [batch, dim, L] stored time-major (dim contiguous); inputs stored that way are read fastest.
+    Without autograd, long inputs are scanned in segments of about `SEGMENT_ELEMENTS` state elements, each
+    starting from the previous one's final state, so temporary memory stays bounded whatever L is.
+    """
+    batch, dim, length = u.shape
+    segment = max(SEGMENT_MIN, SEGMENT_ELEMENTS // max(batch * dim * A.shape[1], 1))
+    if torch.is_grad_enabled() or _tracing() or length <= segment:
+        y, _ = _chunked_segment(u, delta, A, B, C, D, z, delta_bias, delta_softplus, None)
+        return y.to(u.dtype)
+    out = torch.empty((batch, length, dim), dtype=u.dtype, device=u.device).transpose(1, 2)
+    state = None
+    for start in range(0, length, segment):
+        part = slice(start, start + segment)
+        z_part = None if z is None else z[..., part]
+        out[..., part], state = _chunked_segment(
+            u[..., part], delta[..., part], A, _time_part(B, part), _time_part(C, part), D, z_part, delta_bias,
+            delta_softplus, state,
+        )  # fmt: skip
+    return out
+
+
+def _chunked_segment(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+    state: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scans one stretch of time from `state` (None: zeros); returns y [batch, dim, L] and the final state.
+
+    Everything is laid out time-chunk-first, [CHUNK, n_chunks, batch, groups, dim / groups, N], so that each
+    unrolled step reads and writes contiguous memory. Without autograd the work is done in place.
+    """
+    inplace = not (torch.is_grad_enabled() or _tracing())
+    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+    batch, dim, length = u.shape
+    groups = _groups(B, C, dim)
+    n_chunks = (length + CHUNK - 1) // CHUNK
+    # Zero padding at the end is harmless: it only reaches states after `length`, which are dropped.
+    pad = n_chunks * CHUNK - length
+    shape = (CHUNK, n_chunks, batch, groups, dim // groups, 1)
+
+    def chunk_first(t: torch.Tensor) -> torch.Tensor:  # [batch, dim, L] -> [CHUNK, n, batch, dim], contiguous
+        t = F.pad(t.to(compute), (0, pad)).reshape(batch, dim, n_chunks, CHUNK)
+        return t.permute(3, 2, 0, 1).contiguous()
+
+    uu = chunk_first(u).reshape(shape)
+    delta = chunk_first(delta)
+    if delta_bias is not None:
+        delta = delta.add_(delta_bias.to(compute)) if inplace else delta + delta_bias.to(compute)
+    if delta_softplus:
+        delta = F.softplus(delta)
+    delta = delta.reshape(shape)
+    decay = torch.exp(delta * A.to(compute).reshape(groups, dim // groups, -1))
+    Bx, Cx = (_chunk_first_grouped(M.to(compute), groups, dim, pad, n_chunks) for M in (B, C))
+    x = delta.mul_(uu) if inplace else delta * uu
+    x = x.mul_(Bx) if inplace and Bx.shape[-1] == 1 else x * Bx
+    del delta, Bx
+    if state is not None:
+        # The carried state enters through the first step: h_0 = exp(delta_0 * A) * state + x_0.
+        x[0, 0] = x[0, 0] + decay[0, 0] * state
+    h = _scan_chunks(decay, x, TRACE_LEVELS if _tracing() else _levels_for(length), inplace)
+    del decay, x
+    last = h[(length - 1) % CHUNK, (length - 1) // CHUNK].clone()
+    y = (h.mul_(Cx) if inplace and Cx.shape[-1] == 1 else h * Cx).sum(-1).reshape(CHUNK, n_chunks, batch, dim)
+    del h
+    if D is not None:
+        y = torch.addcmul(y, uu.reshape(y.shape), D.to(compute))
+    if z is not None:
+        y = y * F.silu(chunk_first(z))
+    # Back to [batch, dim, L], stored time-major: a copy of whole rows of `dim` values, which is cheap.
+    y = y.permute(2, 1, 0, 3).reshape(batch, n_chunks * CHUNK, dim)[:, :length].transpose(1, 2)
+    return y, last
+
+
+def _chunk_first_grouped(M: torch.Tensor, groups: int, dim: int, pad: int, n_chunks: int) -> torch.Tensor:
+    """B or C -> broadcastable to [CHUNK, n_chunks, batch, groups, dim / groups, N]."""
+    if M.dim() == 2:
+        return M.reshape(groups, dim // groups, -1)
+    if M.dim() == 3:
+        M = M[:, None]
+    M = F.pad(M, (0, pad)).reshape(*M.shape[:3], n_chunks, CHUNK)
+    return M.permute(4, 3, 0, 1, 2)[:, :, :, :, None].contiguous()
+
+
+def _groups(B: torch.Tensor, C: torch.Tensor, dim: int) -> int:
+    groups = max(B.shape[1] if B.dim() == 4 else 1, C.shape[1] if C.dim() == 4 else 1)
+    if dim % groups:
+        raise ConfigError(f"selective scan: {dim} channels cannot be split into {groups} groups of B and C")
+    for M in (B, C):
+        if M.dim() == 4 and M.shape[1] not in (1, groups):
+            raise ConfigError(f"selective scan: B and C have different group counts ({M.shape[1]} vs {groups})")
+    return groups
+
+
+def _time_part(M: torch.Tensor, part: slice) -> torch.Tensor:
+    return M if M.dim() == 2 else M[..., part]
+
+
+def linear_scan(log_a: torch.Tensor, x: torch.Tensor, levels: int | None = None) -> torch.Tensor:
+    """h_t = exp(log_a_t) * h_{t-1} + x_t along dim 0, from h_{-1} = 0; returns h with x's shape.
+
+    Args:
+        log_a: log-decays, shape of x; the result has no positive exponent when they are <= 0.
+        x: inputs [L, ...].
+        levels: chunk levels to use; by default as many as L needs (`TRACE_LEVELS` while tracing, so that an
+            exported graph has no length-dependent structure). L may not exceed CHUNK ** levels.
+    """
+    length = x.shape[0]
+    if levels is None:
+        levels = TRACE_LEVELS if _tracing() else _levels_for(length)
+    h = _scan_chunks(_to_chunks(torch.exp(log_a)), _to_chunks(x), levels, inplace=False)
+    return _from_chunks(h)[:length]
+
+
+def _levels_for(length: int) -> int:
+    levels, reach = 1, CHUNK
+    while reach < length:
+        levels, reach = levels + 1, reach * CHUNK
+    return levels
+
+
+def _to_chunks(t: torch.Tensor) -> torch.Tensor:
+    """[L, ...] -> [CHUNK, n_chunks, ...], zero-padded at the end, contiguous."""
+    length, rest = t.shape[0], t.shape[1:]
+    n_chunks = (length + CHUNK - 1) // CHUNK
+    t = torch.cat([t, t.new_zeros((n_chunks * CHUNK - length, *rest))])
+    return t.reshape(n_chunks, CHUNK, *rest).transpose(0, 1).contiguous()
+
+
+def _from_chunks(t: torch.Tensor) -> torch.Tensor:
+    """[CHUNK, n_chunks, ...] -> [n_chunks * CHUNK, ...]."""
+    return t.transpose(0, 1).reshape(-1, *t.shape[2:])
+
+
+def _scan_chunks(decay: torch.Tensor, x: torch.Tensor, levels: int, inplace: bool) -> torch.Tensor:
+    """h_t = decay_t * h_{t-1} + x_t over [CHUNK, n_chunks, ...] inputs (time = chunk index * CHUNK + step).
+
+    Decays are exp(delta * A) in [0, 1] and are only ever multiplied together, never divided or subtracted: values
+    shrink or underflow to exact zeros, nothing overflows or cancels. With `inplace`, x is overwritten by the
+    states and decay by its running products.
+    """
+    n_chunks = decay.shape[1]
+    if inplace:
+        for t in range(1, CHUNK):
+            x[t].addcmul_(decay[t], x[t - 1])
+            if levels > 1:
+                decay[t].mul_(decay[t - 1])
+        local, running = x, decay
+    else:
+        h, p = x[0], decay[0]
+        states, products = [h], [p]
+        for t in range(1, CHUNK):
+            h = torch.addcmul(x[t], decay[t], h)
+            states.append(h)
+            if levels > 1:
+                p = p * decay[t]
+                products.append(p)
+        local = torch.stack(states)
+        running = torch.stack(products) if levels > 1 else None
+    if levels == 1:
+        return local
+    # One level up, each chunk is one step: its decay is the product of its decays, its input its local end state.
+    ends = _from_chunks(_scan_chunks(_to_chunks(running[-1]), _to_chunks(local[-1]), levels - 1, inplace))
+    carry = torch.cat([torch.zeros_like(ends[:1]), ends[: n_chunks - 1]])  # the state entering each chunk
+    return local.addcmul_(running, carry[None]) if inplace else torch.addcmul(local, running, carry[None])
+
+
+def _prepare(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Upcasts to float32 (float64 stays) and applies bias and softplus.
+
+    Returns u and delta as [batch, groups, dim / groups, 1, L], delta * A as [batch, groups, dim / groups, N, L],
+    and B, C broadcastable to that, so grouped B/C are never copied per channel.
+    """
+    if A.is_complex():
+        raise ConfigError("complex A is not supported by the kd selective scan; use a real A")
+    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+    batch, dim, length = u.shape
+    groups = _groups(B, C, dim)
+    shape = (batch, groups, dim // groups, 1, length)
+    u, delta, A = u.to(compute).reshape(shape), delta.to(compute), A.to(compute)
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(compute)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    delta = delta.reshape(shape)
+    dA = delta * A.reshape(1, groups, dim // groups, -1, 1)
+    return u, delta, dA, _grouped(B.to(compute), groups, dim), _grouped(C.to(compute), groups, dim)
+
+
+def _grouped(M: torch.Tensor, groups: int, dim: int) -> torch.Tensor:
+    """[dim, N] | [batch, N, L] | [batch, groups, N, L] -> broadcastable to [batch, groups, dim / groups, N, L]."""
+    if M.dim() == 2:
+        return M.reshape(1, groups, dim // groups, -1, 1)
+    if M.dim() == 3:
+        return M[:, None, None]
+    return M[:, :, None]
+
+
+def _finish(y: torch.Tensor, u: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None) -> torch.Tensor:
+    """Adds the skip term D * u and applies the silu(z) gate."""
+    if D is not None:
+        y = y + D.to(y.dtype)[:, None] * u.to(y.dtype)
+    if z is not None:
+        y = y * F.silu(z.to(y.dtype))
+    return y
+
+
+def _tracing() -> bool:
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+
+
+def _mamba_ssm_unavailable() -> str | None:
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    try:
+        _mamba_ssm_fn()
+    except Exception as error:  # any failure (missing package, missing selective_scan_cuda) means "unavailable"
+        return f"mamba_ssm does not import: {type(error).__name__}: {error}"
+    return None
+
+
+def _mamba_ssm_fn() -> Callable[..., torch.Tensor]:
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+    return selective_scan_fn
+
+
+def _selective_scan_mamba(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+) -> torch.Tensor:
+    reason = _mamba_ssm_unavailable()
+    if reason is not None:
+        raise ConfigError(f"selective-scan backend 'mamba_ssm' is unavailable ({reason}); use backend='chunked'")
+    fn = _mamba_ssm_fn()
+    # The kernel wants float32 A, D and delta_bias and contiguous time-last tensors.
+    args = [t.contiguous() if t is not None else None for t in (u, delta, A.float(), B, C)]
+    D = D.float().contiguous() if D is not None else None
+    delta_bias = delta_bias.float().contiguous() if delta_bias is not None else None
+    z = z.contiguous() if z is not None else None
+    return fn(*args, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus)
+
+
+_RUNNERS: dict[str, Callable[..., torch.Tensor]] = {
+    "reference": selective_scan_reference,
+    "chunked": selective_scan_chunked,
+    "mamba_ssm": _selective_scan_mamba,
+}
