@@ -151,3 +151,27 @@ class EfficientATMel(torch.nn.Module):
             power = torch.view_as_real(spec).pow(2).sum(-1)
             mel = torch.matmul(self.mel_bank, power)
             return ((mel + c.log_offset).log() + c.shift) / c.scale
+
+
+# Front ends by the `type` their settings() report, so a declared or recorded front end can be rebuilt from settings.
+FRONTEND_TYPES: dict[str, tuple[type[torch.nn.Module], type]] = {
+    "kaldi_fbank": (KaldiFbank, KaldiFbankConfig),
+    "efficientat_mel": (EfficientATMel, EfficientATMelConfig),
+}
+
+
+def build_frontend(settings: dict) -> torch.nn.Module:
+    """Rebuilds a front end from a settings dict: {'type': name, **config fields}, as its `settings()` reports.
+
+    Unknown types or fields raise ConfigError; fields left out take the config's defaults.
+    """
+    settings = dict(settings)
+    kind = settings.pop("type", None)
+    if kind not in FRONTEND_TYPES:
+        raise ConfigError(f"unknown front end type {kind!r}; known: {', '.join(sorted(FRONTEND_TYPES))}")
+    module, config_class = FRONTEND_TYPES[kind]
+    try:
+        config = config_class(**settings)
+    except TypeError as e:
+        raise ConfigError(f"front end {kind!r}: bad settings {sorted(settings)} ({e})") from None
+    return module(config)
