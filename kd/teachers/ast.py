@@ -18,6 +18,7 @@ our features equal `ASTFeatureExtractor`'s exactly.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,6 @@ TIMM_LAYER_NORM_EPS = 1e-6
 HEAD_LAYER_NORM_EPS = 1e-5
 # DeiT's ImageNet classifier heads ride along in the original checkpoints; AST's forward never uses them.
 UNUSED_ORIGINAL_KEYS = ("v.head.weight", "v.head.bias", "v.head_dist.weight", "v.head_dist.bias")
-AUDIOSET_HUB_ID = "MIT/ast-finetuned-audioset-10-10-0.4593"
-AUDIOSET_WEIGHTS = WeightSource(filename="audioset_10_10_0.4593.pth")
 
 # Names of one transformer layer's tensors in transformers' `ASTForAudioClassification`, which were renamed in
 # transformers 5 (`from_pretrained` renames old hub checkpoints itself; a raw state_dict must match the installed
@@ -273,13 +272,14 @@ def convert_original_state_dict(
     return out
 
 
-def load_original_ast(
-    path: str | os.PathLike, num_attention_heads: int | None = None, **config_overrides: Any
-) -> torch.nn.Module:
-    """An `ASTForAudioClassification` with the weights of an original YuanGongND/ast `.pth`, loaded strictly."""
+def load_original_ast(path: str | os.PathLike, **settings: Any) -> torch.nn.Module:
+    """An `ASTForAudioClassification` with the weights of an original YuanGongND/ast `.pth`, loaded strictly.
+
+    `settings` go to `ast_config_from_original` (heads, strides, mel bins, max_length).
+    """
     transformers = _transformers()
     state_dict = load_state_dict(path)
-    config = ast_config_from_original(state_dict, num_attention_heads=num_attention_heads, **config_overrides)
+    config = ast_config_from_original(state_dict, **settings)
     model = transformers.ASTForAudioClassification(config)
     model.load_state_dict(convert_original_state_dict(state_dict, model, source=path), strict=True)
     # transformers gives the head's LayerNorm the blocks' eps; upstream's `mlp_head` uses nn.LayerNorm's default.
@@ -336,18 +336,17 @@ def hub_snapshot(repo_id: str) -> Path:
         ) from None
 
 
-def load_ast(
-    checkpoint: str | os.PathLike, num_attention_heads: int | None = None, max_length: int | None = None
-) -> tuple[torch.nn.Module, str]:
+def load_ast(checkpoint: str | os.PathLike, **original_config: Any) -> tuple[torch.nn.Module, str]:
     """Loads an HF directory or an original `.pth`; returns the network and the sha256 of its weights.
 
-    `num_attention_heads` and `max_length` only apply to original `.pth` files (an HF config states both).
+    `original_config` (heads, strides, max_length: see `ast_config_from_original`) only applies to original `.pth`
+    files; an HF directory's config states all of it.
     """
     path = Path(checkpoint)
     if path.is_dir():
         return load_hf_ast(path), hf_weights_sha256(path)
     if path.is_file():
-        network = load_original_ast(path, num_attention_heads=num_attention_heads, max_length=max_length)
+        network = load_original_ast(path, **original_config)
         return network, sha256_of(path)
     raise WeightsError(f"{path}: checkpoint not found (expected a Hugging Face directory or an original AST .pth)")
 
@@ -384,26 +383,64 @@ def _teacher(name: str, network: torch.nn.Module, sha256: str, labels: LabelSpac
     return TorchTeacher(card, labels, AstWaveModel(features, network), sha256)
 
 
-@register_teacher("ast/audioset-10-10-0.4593")
-def ast_audioset_10_10_04593(checkpoint: str | os.PathLike | None = None) -> TorchTeacher:
-    """AST fine-tuned on full AudioSet, 10x10 patch strides, mAP 0.4593 (527 AudioSet classes).
+@dataclass(frozen=True)
+class AudioSetAst:
+    """One of upstream's full-AudioSet AST checkpoints: its `.pth` name, patch stride and Hugging Face hub id."""
+
+    name: str
+    filename: str
+    stride: int
+    hub_id: str
+
+
+# Upstream README (YuanGongND/ast) lists the .pth files; the hub ids are those transformers' conversion script
+# (`convert_audio_spectrogram_transformer_original_to_pytorch.py`) gives each of them.
+AUDIOSET_ASTS = (
+    AudioSetAst(
+        "ast/audioset-10-10-0.4593", "audioset_10_10_0.4593.pth", 10, "MIT/ast-finetuned-audioset-10-10-0.4593"
+    ),
+    AudioSetAst("ast/audioset-10-10-0.4495", "audioset_10_10_0.4495.pth", 10, "MIT/ast-finetuned-audioset-10-10-0.450"),
+    AudioSetAst("ast/audioset-10-10-0.4483", "audioset_10_10_0.4483.pth", 10, "MIT/ast-finetuned-audioset-10-10-0.448"),
+    AudioSetAst(
+        "ast/audioset-10-10-0.4475", "audioset_10_10_0.4475.pth", 10, "MIT/ast-finetuned-audioset-10-10-0.448-v2"
+    ),
+    AudioSetAst("ast/audioset-12-12-0.4467", "audioset_12_12_0.4467.pth", 12, "MIT/ast-finetuned-audioset-12-12-0.447"),
+    AudioSetAst("ast/audioset-14-14-0.4431", "audioset_14_14_0.4431.pth", 14, "MIT/ast-finetuned-audioset-14-14-0.443"),
+    AudioSetAst("ast/audioset-16-16-0.4422", "audioset_16_16_0.4422.pth", 16, "MIT/ast-finetuned-audioset-16-16-0.442"),
+)
+
+
+def build_audioset_ast(spec: AudioSetAst, checkpoint: str | os.PathLike | None = None) -> TorchTeacher:
+    """An AudioSet AST (527 AudioSet classes, 1024 frames) from `checkpoint`, the kd cache, or the hub.
 
     Args:
-        checkpoint: an HF directory (as on the hub) or the original `audioset_10_10_0.4593.pth`; default the kd cache
-            (`weights/audioset_10_10_0.4593.pth` or `weights/ast-finetuned-audioset-10-10-0.4593/`), else the hub
-            repository `MIT/ast-finetuned-audioset-10-10-0.4593` through the Hugging Face cache.
+        spec: which checkpoint.
+        checkpoint: an HF directory or upstream's original `.pth`; default the kd cache (`weights/<pth name>` or
+            `weights/<hub repository name>/`), else the hub repository through the Hugging Face cache. Upstream's
+            Dropbox links publish no checksum, so kd does not download `.pth` files itself.
     """
     if checkpoint is None:
-        candidates = [
-            weights_cache_dir() / AUDIOSET_WEIGHTS.filename,
-            weights_cache_dir() / AUDIOSET_HUB_ID.split("/")[1],
-        ]
-        checkpoint = next((c for c in candidates if c.exists()), None) or hub_snapshot(AUDIOSET_HUB_ID)
-    network, sha256 = load_ast(checkpoint, max_length=1024)
+        candidates = [weights_cache_dir() / spec.filename, weights_cache_dir() / spec.hub_id.split("/")[1]]
+        checkpoint = next((c for c in candidates if c.exists()), None) or hub_snapshot(spec.hub_id)
+    network, sha256 = load_ast(checkpoint, max_length=1024, frequency_stride=spec.stride, time_stride=spec.stride)
+    if (network.config.frequency_stride, network.config.time_stride) != (spec.stride, spec.stride):
+        raise WeightsError(f"{checkpoint}: strides are not {spec.stride}x{spec.stride}; is it {spec.name}?")
     labels = audioset_labels()
     if network.config.num_labels != len(labels):
         raise WeightsError(f"{checkpoint}: {network.config.num_labels} outputs, AudioSet has {len(labels)} classes")
-    return _teacher("ast/audioset-10-10-0.4593", network, sha256, labels, AUDIOSET_WEIGHTS)
+    return _teacher(spec.name, network, sha256, labels, WeightSource(filename=spec.filename))
+
+
+def _register_audioset_ast(spec: AudioSetAst) -> None:
+    def builder(checkpoint: str | os.PathLike | None = None) -> TorchTeacher:
+        return build_audioset_ast(spec, checkpoint)
+
+    builder.__doc__ = f"{spec.name}: AST fine-tuned on full AudioSet, {spec.stride}x{spec.stride} patch strides."
+    register_teacher(spec.name)(builder)
+
+
+for _spec in AUDIOSET_ASTS:
+    _register_audioset_ast(_spec)
 
 
 @register_teacher("ast/hf")

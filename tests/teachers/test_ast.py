@@ -25,7 +25,9 @@ HEADS = 2
 TINY_FRAMES = 128
 
 
-def tiny_hf_model(num_labels: int = 7, hidden: int = 32, max_length: int = TINY_FRAMES) -> torch.nn.Module:
+def tiny_hf_model(
+    num_labels: int = 7, hidden: int = 32, max_length: int = TINY_FRAMES, stride: int = 10
+) -> torch.nn.Module:
     torch.manual_seed(0)
     config = transformers.ASTConfig(
         hidden_size=hidden,
@@ -33,6 +35,8 @@ def tiny_hf_model(num_labels: int = 7, hidden: int = 32, max_length: int = TINY_
         num_attention_heads=HEADS,
         intermediate_size=2 * hidden,
         max_length=max_length,
+        frequency_stride=stride,
+        time_stride=stride,
         num_mel_bins=128,
         layer_norm_eps=1e-6,
         num_labels=num_labels,
@@ -224,3 +228,17 @@ def test_audioset_teacher_uses_audioset_labels(tmp_path: Path) -> None:
     torch.save(original_state_dict(tiny_hf_model(num_labels=5, hidden=64, max_length=1024)), tmp_path / "tiny5.pth")
     with pytest.raises(WeightsError, match="527"):
         create_teacher("ast/audioset-10-10-0.4593", checkpoint=tmp_path / "tiny5.pth")
+
+
+def test_every_audioset_ast_is_registered_with_its_strides(tmp_path: Path) -> None:
+    from kd.teachers import teacher_names
+    from kd.teachers.ast import AUDIOSET_ASTS
+
+    assert {spec.name for spec in AUDIOSET_ASTS} <= set(teacher_names())
+    torch.save(original_state_dict(tiny_hf_model(527, hidden=64, max_length=1024, stride=16)), tmp_path / "s16.pth")
+    teacher = create_teacher("ast/audioset-16-16-0.4422", checkpoint=tmp_path / "s16.pth")
+    assert teacher.module.network.config.time_stride == 16
+    assert teacher.logits(waves(1, 8000)).shape == (1, 527)
+    # A 16x16 checkpoint is not a 10x10 one: its 7 x 63 patches don't tile 12 frequency rows.
+    with pytest.raises(WeightsError):
+        create_teacher("ast/audioset-10-10-0.4593", checkpoint=tmp_path / "s16.pth")
