@@ -363,7 +363,9 @@ def _labels_from_config(network: torch.nn.Module, labels_path: str | os.PathLike
     return labels
 
 
-def _teacher(name: str, network: torch.nn.Module, sha256: str, labels: LabelSpace, weights: WeightSource | None):
+def _teacher(
+    name: str, network: torch.nn.Module, sha256: str, labels: LabelSpace, weights: WeightSource | None
+) -> TorchTeacher:
     config = network.config
     features = AstFeatures(ast_fbank_config(), max_length=config.max_length)
     if config.num_mel_bins != features.fbank.config.num_mel_bins:
