@@ -1,7 +1,7 @@
 """The selective scan of Mamba/VMamba behind one function, with three backends.
 
-Semantics are those of mamba-ssm's `selective_scan_fn` (state-spaces/mamba, `mamba_ssm/ops/selective_scan_interface.py`):
-for every batch row and channel d,
+Semantics are those of mamba-ssm's `selective_scan_fn` (state-spaces/mamba,
+`mamba_ssm/ops/selective_scan_interface.py`): for every batch row and channel d,
 
     h_t = exp(delta_t * A_d) * h_{t-1} + delta_t * B_t * u_t        (state of size N, h_{-1} = 0)
     y_t = <C_t, h_t> + D_d * u_t,  then y_t *= silu(z_t) when z is given,
@@ -91,9 +91,10 @@ def selective_scan_reference(
     uu, delta, dA, Bx, Cx = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
     h = torch.zeros(dA.shape[:-1], dtype=dA.dtype, device=dA.device)
     ys = []
+    static = Bx.shape[-1] == 1, Cx.shape[-1] == 1  # time-invariant B / C
     for t in range(uu.shape[-1]):
-        h = torch.exp(dA[..., t]) * h + Bx[..., t] * (delta[..., t] * uu[..., t])
-        ys.append((h * Cx[..., t]).sum(-1))
+        h = torch.exp(dA[..., t]) * h + Bx[..., 0 if static[0] else t] * (delta[..., t] * uu[..., t])
+        ys.append((h * Cx[..., 0 if static[1] else t]).sum(-1))
     y = torch.stack(ys, dim=-1).reshape(u.shape)
     return _finish(y, u, D, z).to(dtype)
 
