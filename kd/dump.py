@@ -239,9 +239,13 @@ class BlockLocks:
 
     def claim(self, block: int) -> bool:
         path = self._path(block)
-        for _ in range(2):
+        for _ in range(3):
+            # Another dump's cleanup may remove the (empty) lock directory at any moment.
+            self.dir.mkdir(parents=True, exist_ok=True)
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileNotFoundError:
+                continue
             except FileExistsError:
                 if not self._stale(path):
                     return False
@@ -347,6 +351,10 @@ def dump_teachers(config: DumpConfig) -> DumpReport:
         remaining = list(pending)
         while remaining:
             mine = [b for b in remaining if locks.claim(b)]
+            # A block finished by another dump between our scan and our claim must not be written again.
+            for b in [b for b in mine if _all_done(groups, b)]:
+                locks.release(b)
+                mine.remove(b)
             if mine:
                 runner = _run_distributed if config.scheduler else _run_local
                 computed += runner(config, store, plan, teachers, groups, mine, locks, failures, advance)

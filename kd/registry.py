@@ -27,10 +27,19 @@ class Registry(Generic[T]):
         return decorator
 
     def create(self, name: str, **kwargs: object) -> T:
+        """Builds `name`; a name `prefix:arg` whose prefix is registered calls that builder with checkpoint=arg.
+
+        (`onnx:/models/tagger.onnx`, `ast/hf:MIT/ast-finetuned-audioset-10-10-0.4593`.)
+        """
         builder = self._builders.get(name)
-        if builder is None:
-            raise ConfigError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
-        return builder(**kwargs)
+        if builder is not None:
+            return builder(**kwargs)
+        prefix, sep, arg = name.partition(":")
+        if sep and prefix in self._builders:
+            if kwargs.get("checkpoint") is not None:
+                raise ConfigError(f"{self.kind} {name!r} already names its weights; drop --checkpoint")
+            return self._builders[prefix](**{**kwargs, "checkpoint": arg})
+        raise ConfigError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
 
     def names(self) -> list[str]:
         return sorted(self._builders)

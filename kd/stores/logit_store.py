@@ -7,8 +7,12 @@ and is set only after the block's data is written; workers never touch attribute
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,31 +167,15 @@ class LogitStore:
             },
             "covered": covered.tolist(),
         }
-        teachers = self.root.require_group("teachers")
-        if key in teachers:
-            existing = TeacherGroup(name, teachers[key])
-            _check_same_teacher(self.path, existing.attrs, attrs)
-            return existing
-        group = teachers.create_group(key)
-        n, v, b = self.num_clips, self.num_views, self.block_size
-        rows = min(ROWS_PER_CHUNK, b)
-        common = {"shards": (b, v, k), "chunks": (rows, v, k), "compressors": TOPK_CODEC}
-        group.create_array("logits", shape=(n, v, k), dtype="float16", fill_value=np.nan, **common)
-        group.create_array("indices", shape=(n, v, k), dtype="int16", fill_value=-1, **common)
-        group.create_array(
-            "rest",
-            shape=(n, v),
-            dtype="float16",
-            fill_value=np.nan,
-            shards=(b, v),
-            chunks=(rows, v),
-            compressors=TOPK_CODEC,
-        )
-        group.create_array("failed", shape=(n, v), dtype="bool", fill_value=False, shards=(b, v), chunks=(rows, v))
-        group.create_array("done", shape=(self.num_blocks,), dtype="bool", fill_value=False, chunks=(1,))
-        # Attributes last: a group with attrs is a complete group (a crash before this leaves no teacher name).
-        group.attrs.update(attrs)
-        return TeacherGroup(name, group)
+        final = f"{self.path}/teachers/{key}"
+        if not _exists(final):
+            _create_atomically(
+                final, lambda tmp: _build_teacher_group(tmp, self, k, attrs), tmp_dir=f"{self.path}/.kd-tmp"
+            )
+            self.root = zarr.open_group(self.path, mode="a", use_consolidated=False)
+        existing = self.teacher(name)
+        _check_same_teacher(self.path, existing.attrs, attrs)
+        return existing
 
     def write_block(self, teacher: TeacherGroup, block: int, data: dict[str, np.ndarray]) -> None:
         """Writes one block's shard of every array, then (only then) marks the block done."""
@@ -197,6 +185,54 @@ class LogitStore:
         teacher.rest[rows] = data["rest"]
         teacher.failed[rows] = data["failed"]
         teacher.done[block] = True
+
+
+def _build_teacher_group(path: str, store: LogitStore, k: int, attrs: dict) -> None:
+    group = zarr.open_group(path, mode="w-")
+    n, v, b = store.num_clips, store.num_views, store.block_size
+    rows = min(ROWS_PER_CHUNK, b)
+    common = {"shards": (b, v, k), "chunks": (rows, v, k), "compressors": TOPK_CODEC}
+    group.create_array("logits", shape=(n, v, k), dtype="float16", fill_value=np.nan, **common)
+    group.create_array("indices", shape=(n, v, k), dtype="int16", fill_value=-1, **common)
+    group.create_array(
+        "rest",
+        shape=(n, v),
+        dtype="float16",
+        fill_value=np.nan,
+        shards=(b, v),
+        chunks=(rows, v),
+        compressors=TOPK_CODEC,
+    )
+    group.create_array("failed", shape=(n, v), dtype="bool", fill_value=False, shards=(b, v), chunks=(rows, v))
+    group.create_array("done", shape=(store.num_blocks,), dtype="bool", fill_value=False, chunks=(1,))
+    group.attrs.update(attrs)
+
+
+def _create_atomically(final: str, build: Callable[[str], None], tmp_dir: str | None = None) -> None:
+    """Builds a group at a temporary path and renames it into place, so concurrent creators can't interleave.
+
+    Remote (fsspec URL) stores have no atomic rename; there the group is built in place by the single driver.
+    """
+    if "://" in final:
+        build(final)
+        return
+    # Inside a store, temporary groups live outside `teachers/` so readers listing teachers never see them.
+    parent = Path(tmp_dir) if tmp_dir else Path(final).parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = str(parent / f"{Path(final).name}.tmp-{socket.gethostname()}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build(tmp)
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        # Another process created it first; theirs stands and the caller checks it matches.
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not _exists(final):
+            raise
+    finally:
+        if tmp_dir:
+            with contextlib.suppress(OSError):
+                os.rmdir(tmp_dir)
 
 
 def create_store(
@@ -226,9 +262,25 @@ def create_store(
         store = LogitStore(path, mode="a")
         _check_same_store(store, fingerprint, ids, [r["path"] for r in records])
         return store
+    meta = {
+        **fingerprint,
+        "kd_version": kd.__version__,
+        "manifest": {"source": manifest.source, "num_clips": len(records)},
+        "audio_root": str(manifest.root),
+    }
+    _create_atomically(path, lambda tmp: _build_store(tmp, records, durations, base_seed, num_views, meta))
+    store = LogitStore(path, mode="a")
+    _check_same_store(store, fingerprint, ids, [r["path"] for r in records])
+    return store
+
+
+def _build_store(
+    path: str, records: list[dict], durations: np.ndarray, base_seed: int, num_views: int, meta: dict
+) -> None:
     root = zarr.open_group(path, mode="w-")
-    clips = root.create_group("clips")
     n = len(records)
+    ids = [r["id"] for r in records]
+    clips = root.create_group("clips")
     for name, values in (
         ("id", ids),
         ("path", [r["path"] for r in records]),
@@ -243,19 +295,12 @@ def create_store(
         clips.create_array(name, shape=(n,), dtype="float64", chunks=(max(1, n),))[:] = np.asarray(values, "float64")
     seeds = np.array([[view_seed(base_seed, i, v) for v in range(num_views)] for i in ids], dtype=np.uint64)
     views = root.create_group("views")
-    views.create_array("seed", shape=(n, num_views), dtype="uint64", chunks=(max(1, n), num_views), compressors=None)[
-        :
-    ] = seeds.reshape(n, num_views)
-    # Attributes last: a store without them is an incomplete creation that the next run refuses loudly.
-    root.attrs.update(
-        {
-            **fingerprint,
-            "kd_version": kd.__version__,
-            "manifest": {"source": manifest.source, "num_clips": n},
-            "audio_root": str(manifest.root),
-        }
+    seed_array = views.create_array(
+        "seed", shape=(n, num_views), dtype="uint64", chunks=(max(1, n), num_views), compressors=None
     )
-    return LogitStore(path, mode="a")
+    seed_array[:] = seeds.reshape(n, num_views)
+    root.create_group("teachers")
+    root.attrs.update(meta)
 
 
 def _exists(path: str) -> bool:

@@ -149,7 +149,6 @@ def test_missing_or_broken_model_file(tmp_path: Path) -> None:
         onnx_teacher(checkpoint=broken)
 
 
-@pytest.mark.xfail(strict=True, reason="needs Registry.create to route 'prefix:arg' to the 'prefix' builder (lead)")
 def test_registry_prefix_names_the_file(tmp_path: Path) -> None:
     path = export(WaveTagger(), torch.randn(1, 16000), tmp_path / "wave.onnx")
     declare(path, sample_rate=16000)
