@@ -51,12 +51,17 @@ def resolve_weights(source: WeightSource, checkpoint: str | os.PathLike | None =
         ) from None
 
 
-def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Loads a PyTorch checkpoint with `weights_only=True`, unwrapping the usual {'model': ...} containers."""
+def load_checkpoint_object(path: str | os.PathLike) -> object:
+    """Whatever a PyTorch file holds, loaded on the CPU with `weights_only=True` (no code from the file runs)."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a corrupt or foreign file
         raise WeightsError(f"{path}: not a loadable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Loads a PyTorch checkpoint with `weights_only=True`, unwrapping the usual {'model': ...} containers."""
+    obj = load_checkpoint_object(path)
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -67,3 +72,45 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def file_sha256(path: str | os.PathLike) -> str:
     return sha256_of(path)
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state_dict from a `.safetensors` file (Hugging Face) or a PyTorch file (.pt/.pth/.bin/.ckpt, weights_only)."""
+    if Path(path).suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
+    return load_state_dict(path)
+
+
+def load_strict(
+    module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: object, model: str = "the model"
+) -> None:
+    """`module.load_state_dict(strict=True)`, refusing missing, unexpected or misshapen keys in one WeightsError line.
+
+    Args:
+        module: what receives the weights.
+        state_dict: the weights, with `module`'s key names.
+        source: where they came from (a path), named first in the message.
+        model: what `module` is, for the message ('the BEATs model').
+    """
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong = [k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        details = [
+            f"{name} {len(keys)} (first: {keys[0]})"
+            for name, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        ]
+        if wrong:
+            k = wrong[0]
+            shapes = f"{tuple(state_dict[k].shape)}, expected {tuple(expected[k].shape)}"
+            details.append(f"wrong shape {len(wrong)} (first: {k} {shapes})")
+        raise WeightsError(f"{source}: weights don't fit {model}: {'; '.join(details)}")
+    module.load_state_dict(state_dict, strict=True)

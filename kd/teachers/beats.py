@@ -21,7 +21,7 @@ from kd.errors import WeightsError
 from kd.frontends import KaldiFbank, KaldiFbankConfig
 from kd.labels import audioset_labels
 from kd.teachers.base import TeacherCard, TorchTeacher, register_teacher
-from kd.weights import WeightSource, file_sha256, resolve_weights
+from kd.weights import WeightSource, file_sha256, load_checkpoint_object, load_strict, resolve_weights
 
 # Upstream's `preprocess`: kaldi fbank of waveform * 2**15 with torchaudio's defaults (povey window, no htk_compat,
 # per-frame DC removal and pre-emphasis 0.97, no dither), then (fbank - 15.41663) / (2 * 6.55582).
@@ -222,10 +222,7 @@ class BeatsTagger(nn.Module):
 
 def read_beats_checkpoint(path: str | os.PathLike) -> tuple[dict | None, dict[str, torch.Tensor]]:
     """(cfg or None, state_dict) from an upstream `{'cfg', 'model'}` file or a bare state_dict; weights_only."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a corrupt or foreign file
-        raise WeightsError(f"{path}: not a loadable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    obj = load_checkpoint_object(path)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         cfg = obj.get("cfg")
         return (cfg if isinstance(cfg, dict) else None), obj["model"]
@@ -239,18 +236,7 @@ def load_beats_weights(network: BeatsNetwork, state_dict: dict[str, torch.Tensor
     shared = [k for k in state_dict if k.endswith("self_attn.relative_attention_bias.weight")]
     if shared and any(not torch.equal(state_dict[k], state_dict[shared[0]]) for k in shared[1:]):
         raise WeightsError(f"{source}: the layers' relative_attention_bias tables differ; BEATs shares one table")
-    expected = network.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    wrong = [k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        details = [
-            f"{name} {len(keys)} (first: {keys[0]})"
-            for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-            if keys
-        ]
-        raise WeightsError(f"{source}: weights don't fit the BEATs model: {'; '.join(details)}")
-    network.load_state_dict(state_dict, strict=True)
+    load_strict(network, state_dict, source, "the BEATs model")
 
 
 # Upstream publishes OneDrive share links (README table), which are pages, not files: no URL can be fetched

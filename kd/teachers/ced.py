@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +25,8 @@ from torch import nn
 from kd.errors import WeightsError
 from kd.labels import audioset_labels
 from kd.teachers.base import TeacherCard, TorchTeacher, register_teacher
-from kd.weights import WeightSource, file_sha256, load_state_dict, resolve_weights
+from kd.teachers.vit import Block, PatchEmbed
+from kd.weights import WeightSource, file_sha256, load_strict, read_weights, resolve_weights
 
 
 @dataclass(frozen=True)
@@ -118,55 +118,6 @@ class CedMel(nn.Module):
             return torch.maximum(db, peak - self.top_db)
 
 
-class CedAttention(nn.Module):
-    def __init__(self, dim: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(x.transpose(1, 2).reshape(b, n, c))
-
-
-class CedMlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class CedBlock(nn.Module):
-    """Pre-norm transformer block (LayerNorm eps 1e-6, as upstream)."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = CedAttention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = CedMlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
-class CedPatchEmbed(nn.Module):
-    def __init__(self, patch_size: int, embed_dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(1, embed_dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
-
-
 class CedEncoder(nn.Module):
     """Mel chunks [N, 1, mels, frames <= target_length] (already batch-normed) -> tokens [N, patches, dim]."""
 
@@ -174,10 +125,10 @@ class CedEncoder(nn.Module):
         super().__init__()
         d = config.embed_dim
         self.init_bn = nn.BatchNorm2d(config.n_mels, momentum=0.01)
-        self.patch_embed = CedPatchEmbed(config.patch_size, d)
+        self.patch_embed = PatchEmbed(config.patch_size, config.patch_size, d)
         self.time_pos_embed = nn.Parameter(torch.zeros(1, d, 1, config.target_length // config.patch_size))
         self.freq_pos_embed = nn.Parameter(torch.zeros(1, d, config.n_mels // config.patch_size, 1))
-        self.blocks = nn.Sequential(*[CedBlock(d, config.num_heads, config.mlp_ratio) for _ in range(config.depth)])
+        self.blocks = nn.Sequential(*[Block(d, config.num_heads, config.mlp_ratio) for _ in range(config.depth)])
         self.norm = nn.LayerNorm(d, eps=1e-6)
 
     def normalise(self, mel: torch.Tensor) -> torch.Tensor:
@@ -277,19 +228,6 @@ def hf_to_original(state_dict: dict[str, torch.Tensor], frontend: CedMel) -> dic
     return out
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A state_dict from a .safetensors file (Hugging Face) or a PyTorch file (weights_only)."""
-    if Path(path).suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError) as e:
-            raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
-    return load_state_dict(path)
-
-
 def load_ced_weights(tagger: CedTagger, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Loads either layout into `tagger` strictly; raises WeightsError naming what does not match."""
     if any(k.startswith("encoder.") for k in state_dict):
@@ -305,23 +243,7 @@ def load_ced_weights(tagger: CedTagger, state_dict: dict[str, torch.Tensor], sou
     for key, value in frontend_sd.items():
         if key not in ours or value.shape != ours[key].shape or not torch.allclose(value, ours[key], atol=1e-6):
             raise WeightsError(f"{source}: front-end buffer {key} differs from CED's front end; not a CED checkpoint?")
-    load_exactly(tagger.network, network_sd, source)
-
-
-def load_exactly(module: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """`load_state_dict(strict=True)` with shape mismatches reported as one WeightsError line."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    wrong = [k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        details = [
-            f"{name} {len(keys)} (first: {keys[0]})"
-            for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-            if keys
-        ]
-        raise WeightsError(f"{source}: weights don't fit the model: {'; '.join(details)}")
-    module.load_state_dict(state_dict, strict=True)
+    load_strict(tagger.network, network_sd, source, "the CED model")
 
 
 def build_ced(size: str, checkpoint: str | os.PathLike | None = None) -> TorchTeacher:
@@ -330,7 +252,7 @@ def build_ced(size: str, checkpoint: str | os.PathLike | None = None) -> TorchTe
     source = WeightSource(f"ced_{size}.pt", url=_ZENODO[size], sha256=None)
     path = resolve_weights(source, checkpoint)
     tagger = CedTagger(config)
-    load_ced_weights(tagger, read_checkpoint(path), str(path))
+    load_ced_weights(tagger, read_weights(path), str(path))
     card = TeacherCard(
         name=f"ced/{size}",
         sample_rate=CedMel.sample_rate,

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from kd.errors import WeightsError
 from kd.frontends import EfficientATMel, EfficientATMelConfig
 from kd.labels import audioset_labels
 from kd.teachers.base import Teacher, TeacherCard, TorchTeacher, register_teacher
-from kd.weights import WeightSource, file_sha256, load_state_dict, resolve_weights
+from kd.weights import WeightSource, file_sha256, load_state_dict, load_strict, resolve_weights
 
 RELEASE_URL = "https://github.com/fschmid56/EfficientAT/releases/download/v0.0.1/"
 NUM_CLASSES = 527
@@ -272,8 +271,7 @@ def build_efficientat(variant: Variant, checkpoint: str | os.PathLike | None = N
     path = resolve_weights(variant.weights, checkpoint)
     state = load_state_dict(path)
     module = build_network(variant)
-    _check_keys(state, module.net.state_dict(), path, variant.name)
-    module.net.load_state_dict(state, strict=True)
+    load_strict(module.net, state, path, f"the EfficientAT {variant.name} model")
     params = sum(p.numel() for p in module.net.parameters())
     extra = f", {variant.note}" if variant.note else ""
     card = TeacherCard(
@@ -289,20 +287,6 @@ def build_efficientat(variant: Variant, checkpoint: str | os.PathLike | None = N
         ),
     )
     return TorchTeacher(card, audioset_labels(), module, checkpoint_sha256=file_sha256(path))
-
-
-def _check_keys(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: object, name: str) -> None:
-    """Raises WeightsError naming the first differences when `state` does not fit the network exactly."""
-    problems = [f"missing {k}" for k in expected if k not in state]
-    problems += [f"unexpected {k}" for k in state if k not in expected]
-    problems += [
-        f"{k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if problems:
-        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
-        raise WeightsError(f"{path}: not an EfficientAT {name} checkpoint ({shown}); pass the file of that model")
 
 
 def _register(variant: Variant) -> None:

@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd.errors import WeightsError
 from kd.frontends import EfficientATMel, EfficientATMelConfig
 from kd.labels import audioset_labels
 from kd.teachers.base import TeacherCard, TorchTeacher, register_teacher
-from kd.weights import WeightSource, file_sha256, load_state_dict, resolve_weights
+from kd.teachers.vit import Block, PatchEmbed
+from kd.weights import WeightSource, file_sha256, load_state_dict, load_strict, resolve_weights
 
 # Upstream's AugmentMelSTFT in eval mode as configured in ex_audioset.py: 32 kHz, pre-emphasis 0.97, 1024-point STFT
 # with an 800-sample symmetric Hann window and hop 320, 128 kaldi mel bins from 0 to 15 kHz (fmax = sr/2 -
@@ -51,53 +51,6 @@ class PasstConfig:
         return self.n_mels // self.stride, self.frames // self.stride
 
 
-class PasstAttention(nn.Module):
-    def __init__(self, dim: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(x.transpose(1, 2).reshape(b, n, c))
-
-
-class PasstMlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class PasstBlock(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = PasstAttention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = PasstMlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
-class PasstPatchEmbed(nn.Module):
-    def __init__(self, config: PasstConfig) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(1, config.embed_dim, kernel_size=config.patch_size, stride=config.stride)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
-
-
 class PasstNetwork(nn.Module):
     """Log-mel [B, 128, frames] -> logits [B, classes]; key names are upstream's."""
 
@@ -106,13 +59,13 @@ class PasstNetwork(nn.Module):
         self.config = config
         d = config.embed_dim
         freq, time = config.grid
-        self.patch_embed = PasstPatchEmbed(config)
+        self.patch_embed = PatchEmbed(config.patch_size, config.stride, d)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.dist_token = nn.Parameter(torch.zeros(1, 1, d))
         self.new_pos_embed = nn.Parameter(torch.zeros(1, 2, d))
         self.freq_new_pos_embed = nn.Parameter(torch.zeros(1, d, freq, 1))
         self.time_new_pos_embed = nn.Parameter(torch.zeros(1, d, 1, time))
-        self.blocks = nn.Sequential(*[PasstBlock(d, config.num_heads, config.mlp_ratio) for _ in range(config.depth)])
+        self.blocks = nn.Sequential(*[Block(d, config.num_heads, config.mlp_ratio) for _ in range(config.depth)])
         self.norm = nn.LayerNorm(d, eps=1e-6)
         self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, config.num_classes))
         self.head_dist = nn.Linear(d, config.num_classes)
@@ -146,22 +99,6 @@ class PasstTagger(nn.Module):
         return self.network(self.frontend(waves))
 
 
-def load_passt_weights(network: PasstNetwork, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Strict load: every key and shape must match; raises WeightsError naming what does not."""
-    expected = network.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    wrong = [k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        details = [
-            f"{name} {len(keys)} (first: {keys[0]})"
-            for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-            if keys
-        ]
-        raise WeightsError(f"{source}: weights don't fit the PaSST model: {'; '.join(details)}")
-    network.load_state_dict(state_dict, strict=True)
-
-
 _RELEASE = "https://github.com/kkoutini/PaSST/releases/download/"
 # name -> (config, file in upstream's release). No sha256 pinned: the files can't be fetched from here to verify.
 # Not registered: the stfthop100/160 models (they need another STFT hop) and the OpenMIC ones (not AudioSet).
@@ -188,7 +125,7 @@ def build_passt(name: str, checkpoint: str | os.PathLike | None = None) -> Torch
     source = WeightSource(release_file.rsplit("/", 1)[-1], url=_RELEASE + release_file, sha256=None)
     path = resolve_weights(source, checkpoint)
     tagger = PasstTagger(config)
-    load_passt_weights(tagger.network, load_state_dict(path), str(path))
+    load_strict(tagger.network, load_state_dict(path), path, "the PaSST model")
     seconds = (config.frames * PASST_MEL.hop_length) / PASST_MEL.sample_rate
     card = TeacherCard(
         name=f"passt/{name}",
