@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from kd.errors import KdError, LabelError, WeightsError
 from kd.frontends import KaldiFbank, KaldiFbankConfig
 from kd.labels import LabelSpace, audioset_labels, load_label_names
 from kd.teachers.base import TeacherCard, TorchTeacher, register_teacher
+from kd.teachers.catalog import ENTRIES, TeacherEntry, register_described
 from kd.weights import WeightSource, load_state_dict, weights_cache_dir
 
 SAMPLE_RATE = 16000
@@ -363,6 +365,44 @@ def _labels_from_config(network: torch.nn.Module, labels_path: str | os.PathLike
     return labels
 
 
+def ast_card(
+    name: str,
+    shape: tuple[int, int, int, int],
+    max_length: int,
+    num_classes: int,
+    label_space: str,
+    weights: WeightSource | None,
+) -> TeacherCard:
+    """An AST's card; `shape` is (layers, hidden size, frequency stride, time stride)."""
+    layers, hidden, f_stride, t_stride = shape
+    return TeacherCard(
+        name=name,
+        sample_rate=SAMPLE_RATE,
+        num_classes=num_classes,
+        label_space=label_space,
+        frontend=AstFeatures(ast_fbank_config(), max_length=max_length).settings(),
+        weights=weights,
+        description=f"AST: {layers} layers, hidden {hidden}, strides {f_stride}x{t_stride}, {max_length} frames",
+    )
+
+
+def ast_parameter_count(
+    stride: int,
+    num_classes: int,
+    layers: int = 12,
+    hidden: int = 768,
+    patch: int = 16,
+    mels: int = 128,
+    frames: int = 1024,
+) -> int:
+    """Parameters of a DeiT-style AST with square strides, from its config (transformers need not be imported)."""
+    patches = ((mels - patch) // stride + 1) * ((frames - patch) // stride + 1)
+    embeddings = 2 * hidden + (patches + 2) * hidden + patch * patch * hidden + hidden
+    layer = 4 * (hidden * hidden + hidden) + 2 * (hidden * 4 * hidden) + 4 * hidden + hidden + 2 * 2 * hidden
+    head = 2 * hidden + hidden * num_classes + num_classes
+    return embeddings + layers * layer + 2 * hidden + head
+
+
 def _teacher(
     name: str, network: torch.nn.Module, sha256: str, labels: LabelSpace, weights: WeightSource | None
 ) -> TorchTeacher:
@@ -370,17 +410,13 @@ def _teacher(
     features = AstFeatures(ast_fbank_config(), max_length=config.max_length)
     if config.num_mel_bins != features.fbank.config.num_mel_bins:
         raise WeightsError(f"{name}: model expects {config.num_mel_bins} mel bins, AST's front end gives 128")
-    card = TeacherCard(
-        name=name,
-        sample_rate=SAMPLE_RATE,
-        num_classes=config.num_labels,
-        label_space=labels.name,
-        frontend=features.settings(),
-        weights=weights,
-        description=(
-            f"AST: {config.num_hidden_layers} layers, hidden {config.hidden_size}, "
-            f"strides {config.frequency_stride}x{config.time_stride}, {config.max_length} frames"
-        ),
+    card = ast_card(
+        name,
+        (config.num_hidden_layers, config.hidden_size, config.frequency_stride, config.time_stride),
+        config.max_length,
+        config.num_labels,
+        labels.name,
+        weights,
     )
     return TorchTeacher(card, labels, AstWaveModel(features, network), sha256)
 
@@ -422,8 +458,7 @@ def build_audioset_ast(spec: AudioSetAst, checkpoint: str | os.PathLike | None =
             Dropbox links publish no checksum, so kd does not download `.pth` files itself.
     """
     if checkpoint is None:
-        candidates = [weights_cache_dir() / spec.filename, weights_cache_dir() / spec.hub_id.split("/")[1]]
-        checkpoint = next((c for c in candidates if c.exists()), None) or hub_snapshot(spec.hub_id)
+        checkpoint = _cached_audioset_ast(spec) or hub_snapshot(spec.hub_id)
     network, sha256 = load_ast(checkpoint, max_length=1024, frequency_stride=spec.stride, time_stride=spec.stride)
     if (network.config.frequency_stride, network.config.time_stride) != (spec.stride, spec.stride):
         raise WeightsError(f"{checkpoint}: strides are not {spec.stride}x{spec.stride}; is it {spec.name}?")
@@ -433,16 +468,24 @@ def build_audioset_ast(spec: AudioSetAst, checkpoint: str | os.PathLike | None =
     return _teacher(spec.name, network, sha256, labels, WeightSource(filename=spec.filename))
 
 
-def _register_audioset_ast(spec: AudioSetAst) -> None:
-    def builder(checkpoint: str | os.PathLike | None = None) -> TorchTeacher:
-        return build_audioset_ast(spec, checkpoint)
+def describe_audioset_ast(spec: AudioSetAst) -> TeacherEntry:
+    weights = WeightSource(filename=spec.filename)
+    card = ast_card(spec.name, (12, 768, spec.stride, spec.stride), 1024, 527, "audioset", weights)
+    return TeacherEntry(
+        card,
+        partial(ast_parameter_count, spec.stride, 527),
+        weights_origin=f"hf:{spec.hub_id}",
+        cached=partial(_cached_audioset_ast, spec),
+    )
 
-    builder.__doc__ = f"{spec.name}: AST fine-tuned on full AudioSet, {spec.stride}x{spec.stride} patch strides."
-    register_teacher(spec.name)(builder)
+
+def _cached_audioset_ast(spec: AudioSetAst) -> Path | None:
+    candidates = [weights_cache_dir() / spec.filename, weights_cache_dir() / spec.hub_id.split("/")[1]]
+    return next((c for c in candidates if c.exists()), None)
 
 
 for _spec in AUDIOSET_ASTS:
-    _register_audioset_ast(_spec)
+    register_described(_spec.name, partial(build_audioset_ast, _spec), partial(describe_audioset_ast, _spec))
 
 
 @register_teacher("ast/hf")
@@ -467,3 +510,10 @@ def ast_hf(
     source = Path(checkpoint) if Path(checkpoint).exists() else hub_snapshot(str(checkpoint))
     network, sha256 = load_ast(source, num_attention_heads=num_attention_heads, max_length=max_length)
     return _teacher(f"ast/hf:{checkpoint}", network, sha256, _labels_from_config(network, labels_path), None)
+
+
+ENTRIES["ast/hf"] = lambda: TeacherEntry(
+    None,
+    weights_origin="checkpoint required (ast/hf:DIR, .pth or hub id)",
+    description="any AST: a Hugging Face directory or hub id, or an original YuanGongND/ast .pth",
+)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,8 @@ from torch import nn
 from kd.errors import WeightsError
 from kd.frontends import KaldiFbank, KaldiFbankConfig
 from kd.labels import audioset_labels
-from kd.teachers.base import TeacherCard, TorchTeacher, register_teacher
+from kd.teachers.base import TeacherCard, TorchTeacher
+from kd.teachers.catalog import TeacherEntry, meta_parameter_count, register_described
 from kd.weights import WeightSource, file_sha256, load_checkpoint_object, load_strict, resolve_weights
 
 # Upstream's `preprocess`: kaldi fbank of waveform * 2**15 with torchaudio's defaults (povey window, no htk_compat,
@@ -250,33 +252,39 @@ _RELEASES = {
 RELEASE_PAGE = "https://github.com/microsoft/unilm/tree/master/beats"
 
 
+def beats_card(release: str, config: BeatsConfig) -> TeacherCard:
+    """The card of `beats/<release>` with the architecture `config` (the checkpoint's cfg, else the default)."""
+    return TeacherCard(
+        name=f"beats/{release}",
+        sample_rate=BEATS_FBANK.sample_rate,
+        num_classes=config.predictor_class,
+        label_space="audioset",
+        frontend=KaldiFbank(BEATS_FBANK).settings(),
+        weights=WeightSource(_RELEASES[release], url=None, sha256=None),
+        description=f"BEATs {release} ({RELEASE_PAGE}); architecture {asdict(config)}",
+    )
+
+
 def build_beats(release: str, checkpoint: str | os.PathLike | None = None) -> TorchTeacher:
     """The BEATs teacher `release`; the architecture comes from the checkpoint's cfg (or the released default)."""
-    source = WeightSource(_RELEASES[release], url=None, sha256=None)
-    path = resolve_weights(source, checkpoint)
+    path = resolve_weights(WeightSource(_RELEASES[release], url=None, sha256=None), checkpoint)
     cfg, state_dict = read_beats_checkpoint(path)
     config = BeatsConfig.from_checkpoint(cfg, str(path)) if cfg is not None else BeatsConfig()
     if config.predictor_class != 527:
         raise WeightsError(f"{path}: BEATs predicts {config.predictor_class} classes; an AudioSet teacher needs 527")
     tagger = BeatsTagger(config)
     load_beats_weights(tagger.network, state_dict, str(path))
-    card = TeacherCard(
-        name=f"beats/{release}",
-        sample_rate=BEATS_FBANK.sample_rate,
-        num_classes=config.predictor_class,
-        label_space="audioset",
-        frontend=tagger.frontend.settings(),
-        weights=source,
-        description=f"BEATs {release} ({RELEASE_PAGE}); architecture {asdict(config)}",
+    return TorchTeacher(beats_card(release, config), audioset_labels(), tagger, file_sha256(path))
+
+
+def describe_beats(release: str) -> TeacherEntry:
+    """The catalog entry of the released architecture (every AudioSet release uses the default BeatsConfig)."""
+    return TeacherEntry(
+        beats_card(release, BeatsConfig()),
+        lambda: meta_parameter_count(BeatsNetwork, BeatsConfig()),
+        weights_origin=f"manual: {RELEASE_PAGE}",
     )
-    return TorchTeacher(card, audioset_labels(), tagger, file_sha256(path))
-
-
-def _register(release: str) -> None:
-    @register_teacher(f"beats/{release}")
-    def builder(checkpoint: str | os.PathLike | None = None) -> TorchTeacher:
-        return build_beats(release, checkpoint)
 
 
 for _release in _RELEASES:
-    _register(_release)
+    register_described(f"beats/{_release}", partial(build_beats, _release), partial(describe_beats, _release))

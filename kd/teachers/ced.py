@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,8 @@ from torch import nn
 
 from kd.errors import WeightsError
 from kd.labels import audioset_labels
-from kd.teachers.base import TeacherCard, TorchTeacher, register_teacher
+from kd.teachers.base import TeacherCard, TorchTeacher
+from kd.teachers.catalog import TeacherEntry, meta_parameter_count, register_described
 from kd.teachers.vit import Block, PatchEmbed
 from kd.weights import WeightSource, file_sha256, load_strict, read_weights, resolve_weights
 
@@ -246,30 +248,34 @@ def load_ced_weights(tagger: CedTagger, state_dict: dict[str, torch.Tensor], sou
     load_strict(tagger.network, network_sd, source, "the CED model")
 
 
-def build_ced(size: str, checkpoint: str | os.PathLike | None = None) -> TorchTeacher:
-    """The CED teacher of `size` ('tiny', 'mini', 'small', 'base') with its AudioSet weights."""
-    config = CED_CONFIGS[size]
-    source = WeightSource(f"ced_{size}.pt", url=_ZENODO[size], sha256=None)
-    path = resolve_weights(source, checkpoint)
-    tagger = CedTagger(config)
-    load_ced_weights(tagger, read_weights(path), str(path))
-    card = TeacherCard(
+def ced_weights(size: str) -> WeightSource:
+    return WeightSource(f"ced_{size}.pt", url=_ZENODO[size], sha256=None)
+
+
+def ced_card(size: str) -> TeacherCard:
+    """The card of `ced/<size>`; it depends on the size alone, not on the weights."""
+    return TeacherCard(
         name=f"ced/{size}",
         sample_rate=CedMel.sample_rate,
-        num_classes=config.num_classes,
+        num_classes=CED_CONFIGS[size].num_classes,
         label_space="audioset",
-        frontend=tagger.frontend.settings(),
-        weights=source,
+        frontend=CedMel(CED_CONFIGS[size].n_mels).settings(),
+        weights=ced_weights(size),
         description=f"CED-{size.capitalize()} (ViT, 16x16 patches on 64 mels), 10.1 s chunks averaged",
     )
-    return TorchTeacher(card, audioset_labels(), tagger, file_sha256(path))
 
 
-def _register(size: str) -> None:
-    @register_teacher(f"ced/{size}")
-    def builder(checkpoint: str | os.PathLike | None = None) -> TorchTeacher:
-        return build_ced(size, checkpoint)
+def build_ced(size: str, checkpoint: str | os.PathLike | None = None) -> TorchTeacher:
+    """The CED teacher of `size` ('tiny', 'mini', 'small', 'base') with its AudioSet weights."""
+    path = resolve_weights(ced_weights(size), checkpoint)
+    tagger = CedTagger(CED_CONFIGS[size])
+    load_ced_weights(tagger, read_weights(path), str(path))
+    return TorchTeacher(ced_card(size), audioset_labels(), tagger, file_sha256(path))
+
+
+def describe_ced(size: str) -> TeacherEntry:
+    return TeacherEntry(ced_card(size), lambda: meta_parameter_count(CedNetwork, CED_CONFIGS[size]))
 
 
 for _size in CED_CONFIGS:
-    _register(_size)
+    register_described(f"ced/{_size}", partial(build_ced, _size), partial(describe_ced, _size))

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from functools import cache, partial
 
 import torch
 from torch import nn
 
 from kd.frontends import EfficientATMel, EfficientATMelConfig
 from kd.labels import audioset_labels
-from kd.teachers.base import Teacher, TeacherCard, TorchTeacher, register_teacher
+from kd.teachers.base import Teacher, TeacherCard, TorchTeacher
+from kd.teachers.catalog import TeacherEntry, meta_parameter_count, register_described
 from kd.weights import WeightSource, file_sha256, load_state_dict, load_strict, resolve_weights
 
 RELEASE_URL = "https://github.com/fschmid56/EfficientAT/releases/download/v0.0.1/"
@@ -266,34 +268,46 @@ def build_network(variant: Variant) -> EfficientATTagger:
     )
 
 
+@cache
+def _frontend_settings(config: EfficientATMelConfig) -> dict:
+    return EfficientATMel(config).settings()  # building the mel bank costs ~60 ms; cards are built per variant
+
+
+def efficientat_parameters(variant: Variant) -> int:
+    return meta_parameter_count(MobileNetV3, MobileNetConfig(width_mult=variant.width_mult))
+
+
+def efficientat_card(variant: Variant) -> TeacherCard:
+    """The card of `efficientat/<variant>`; it depends on the variant alone, not on the weights."""
+    extra = f", {variant.note}" if variant.note else ""
+    return TeacherCard(
+        name=f"efficientat/{variant.name}",
+        sample_rate=variant.frontend.sample_rate,
+        num_classes=NUM_CLASSES,
+        label_space="audioset",
+        frontend=dict(_frontend_settings(variant.frontend)),
+        weights=variant.weights,
+        description=(
+            f"EfficientAT MobileNetV3 width_mult={variant.width_mult} ({efficientat_parameters(variant) / 1e6:.2f} M "
+            f"params, AudioSet mAP {variant.audioset_map:.3f} reported upstream{extra})"
+        ),
+    )
+
+
 def build_efficientat(variant: Variant, checkpoint: str | os.PathLike | None = None) -> Teacher:
     """Builds the teacher of `variant` with its released weights (from `checkpoint`, the cache or the release URL)."""
     path = resolve_weights(variant.weights, checkpoint)
     state = load_state_dict(path)
     module = build_network(variant)
     load_strict(module.net, state, path, f"the EfficientAT {variant.name} model")
-    params = sum(p.numel() for p in module.net.parameters())
-    extra = f", {variant.note}" if variant.note else ""
-    card = TeacherCard(
-        name=f"efficientat/{variant.name}",
-        sample_rate=variant.frontend.sample_rate,
-        num_classes=NUM_CLASSES,
-        label_space="audioset",
-        frontend=module.frontend.settings(),
-        weights=variant.weights,
-        description=(
-            f"EfficientAT MobileNetV3 width_mult={variant.width_mult} ({params / 1e6:.2f} M params, "
-            f"AudioSet mAP {variant.audioset_map:.3f} reported upstream{extra})"
-        ),
-    )
-    return TorchTeacher(card, audioset_labels(), module, checkpoint_sha256=file_sha256(path))
+    return TorchTeacher(efficientat_card(variant), audioset_labels(), module, checkpoint_sha256=file_sha256(path))
 
 
-def _register(variant: Variant) -> None:
-    @register_teacher(f"efficientat/{variant.name}")
-    def build(checkpoint: str | os.PathLike | None = None) -> Teacher:
-        return build_efficientat(variant, checkpoint)
+def describe_efficientat(variant: Variant) -> TeacherEntry:
+    return TeacherEntry(efficientat_card(variant), partial(efficientat_parameters, variant))
 
 
 for _variant in VARIANTS:
-    _register(_variant)
+    register_described(
+        f"efficientat/{_variant.name}", partial(build_efficientat, _variant), partial(describe_efficientat, _variant)
+    )

@@ -31,6 +31,7 @@ from kd.errors import ConfigError, KdError, LabelError, WeightsError
 from kd.frontends import build_frontend
 from kd.labels import LabelSpace, load_label_csv, load_label_names
 from kd.teachers.base import Teacher, TeacherCard, register_teacher
+from kd.teachers.catalog import ENTRIES, TeacherEntry
 from kd.teachers.yamnet import probabilities_to_logits
 from kd.weights import file_sha256
 
@@ -216,3 +217,11 @@ def onnx_teacher(
         description=f"ONNX model {model_path.name}, input {session.get_inputs()[0].shape}",
     )
     return OnnxTeacher(card, label_space, session, module, declaration, file_sha256(model_path))
+
+
+ENTRIES["onnx"] = lambda: TeacherEntry(
+    None,
+    runtime="onnx",
+    weights_origin="checkpoint required (onnx:/path/model.onnx)",
+    description="any ONNX tagger, declared by a sidecar model.json (sample rate, front end, labels)",
+)

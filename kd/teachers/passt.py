@@ -13,7 +13,8 @@ patches it covers, so only the first ~10 s (20 s, 30 s for those models) of a lo
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,8 @@ from torch import nn
 
 from kd.frontends import EfficientATMel, EfficientATMelConfig
 from kd.labels import audioset_labels
-from kd.teachers.base import TeacherCard, TorchTeacher, register_teacher
+from kd.teachers.base import TeacherCard, TorchTeacher
+from kd.teachers.catalog import TeacherEntry, meta_parameter_count, register_described
 from kd.teachers.vit import Block, PatchEmbed
 from kd.weights import WeightSource, file_sha256, load_state_dict, load_strict, resolve_weights
 
@@ -29,6 +31,7 @@ from kd.weights import WeightSource, file_sha256, load_state_dict, load_strict, 
 # with an 800-sample symmetric Hann window and hop 320, 128 kaldi mel bins from 0 to 15 kHz (fmax = sr/2 -
 # fmax_aug_range/2 with fmax_aug_range 2000), log(x + 1e-5), (x + 4.5) / 5: EfficientATMelConfig's defaults.
 PASST_MEL = EfficientATMelConfig()
+PASST_FRONTEND_SETTINGS = {"type": "efficientat_mel", **asdict(PASST_MEL)}  # EfficientATMel.settings(), unbuilt
 
 
 @dataclass(frozen=True)
@@ -119,31 +122,37 @@ PASST_MODELS: dict[str, tuple[PasstConfig, str]] = {
 }
 
 
-def build_passt(name: str, checkpoint: str | os.PathLike | None = None) -> TorchTeacher:
-    """The PaSST teacher `name` (a key of PASST_MODELS) with its AudioSet weights."""
-    config, release_file = PASST_MODELS[name]
-    source = WeightSource(release_file.rsplit("/", 1)[-1], url=_RELEASE + release_file, sha256=None)
-    path = resolve_weights(source, checkpoint)
-    tagger = PasstTagger(config)
-    load_strict(tagger.network, load_state_dict(path), path, "the PaSST model")
+def passt_weights(name: str) -> WeightSource:
+    release_file = PASST_MODELS[name][1]
+    return WeightSource(release_file.rsplit("/", 1)[-1], url=_RELEASE + release_file, sha256=None)
+
+
+def passt_card(name: str) -> TeacherCard:
+    """The card of `passt/<name>`; it depends on the release alone, not on the weights."""
+    config = PASST_MODELS[name][0]
     seconds = (config.frames * PASST_MEL.hop_length) / PASST_MEL.sample_rate
-    card = TeacherCard(
+    return TeacherCard(
         name=f"passt/{name}",
         sample_rate=PASST_MEL.sample_rate,
         num_classes=config.num_classes,
         label_space="audioset",
-        frontend=tagger.frontend.settings(),
-        weights=source,
+        frontend=dict(PASST_FRONTEND_SETTINGS),
+        weights=passt_weights(name),
         description=f"PaSST {name}: depth {config.depth}, patch stride {config.stride}; inputs cut to {seconds:.1f} s",
     )
-    return TorchTeacher(card, audioset_labels(), tagger, file_sha256(path))
 
 
-def _register(name: str) -> None:
-    @register_teacher(f"passt/{name}")
-    def builder(checkpoint: str | os.PathLike | None = None) -> TorchTeacher:
-        return build_passt(name, checkpoint)
+def build_passt(name: str, checkpoint: str | os.PathLike | None = None) -> TorchTeacher:
+    """The PaSST teacher `name` (a key of PASST_MODELS) with its AudioSet weights."""
+    path = resolve_weights(passt_weights(name), checkpoint)
+    tagger = PasstTagger(PASST_MODELS[name][0])
+    load_strict(tagger.network, load_state_dict(path), path, "the PaSST model")
+    return TorchTeacher(passt_card(name), audioset_labels(), tagger, file_sha256(path))
+
+
+def describe_passt(name: str) -> TeacherEntry:
+    return TeacherEntry(passt_card(name), lambda: meta_parameter_count(PasstNetwork, PASST_MODELS[name][0]))
 
 
 for _name in PASST_MODELS:
-    _register(_name)
+    register_described(f"passt/{_name}", partial(build_passt, _name), partial(describe_passt, _name))

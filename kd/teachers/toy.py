@@ -7,12 +7,14 @@ AudioSet classes under its own names, so mixed rates and per-class coverage are 
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 
 import torch
 
 from kd.frontends import KaldiFbank, KaldiFbankConfig
 from kd.labels import LabelSpace, audioset_labels
 from kd.teachers.base import TeacherCard, TorchTeacher, register_teacher
+from kd.teachers.catalog import ENTRIES, TeacherEntry
 
 
 class ToyTagger(torch.nn.Module):
@@ -60,3 +62,21 @@ def toy_partial32k(checkpoint: str | None = None) -> TorchTeacher:
     # Own label space: names only, in reverse order, so mapping by exact name is exercised.
     labels = LabelSpace("toy-partial", ("",) * 100, tuple(reversed(full.names[:100])))
     return _toy("toy/partial32k", 32000, labels, seed=32)
+
+
+def _describe_toy(name: str, sample_rate: int, num_classes: int, label_space: str) -> TeacherEntry:
+    """The catalog entry of a toy teacher; tests check that its card equals the built teacher's."""
+    module = ToyTagger(sample_rate, num_classes, seed=0)
+    card = TeacherCard(
+        name=name,
+        sample_rate=sample_rate,
+        num_classes=num_classes,
+        label_space=label_space,
+        frontend=module.frontend.settings(),
+        description="tiny fixed-random teacher for tests",
+    )
+    return TeacherEntry(card, lambda: sum(p.numel() for p in module.parameters()))
+
+
+ENTRIES["toy/tiny16k"] = partial(_describe_toy, "toy/tiny16k", 16000, 527, "audioset")
+ENTRIES["toy/partial32k"] = partial(_describe_toy, "toy/partial32k", 32000, 100, "toy-partial")

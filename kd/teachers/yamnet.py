@@ -21,6 +21,7 @@ import torch
 from kd.errors import KdError, LabelError, WeightsError
 from kd.labels import LabelMapping, LabelSpace, audioset_labels, load_label_names
 from kd.teachers.base import Teacher, TeacherCard, register_teacher
+from kd.teachers.catalog import ENTRIES, TeacherEntry
 from kd.weights import WeightSource, file_sha256, resolve_weights
 
 SAMPLE_RATE = 16000
@@ -152,6 +153,27 @@ class YamnetTeacher(Teacher):
         return None  # the TFLite graph does not say which tensors are weights
 
 
+def yamnet_card() -> TeacherCard:
+    """YAMNet's card; it depends on nothing but the pinned release."""
+    return TeacherCard(
+        name="yamnet",
+        sample_rate=SAMPLE_RATE,
+        num_classes=NUM_CLASSES,
+        label_space="yamnet",
+        frontend={
+            "type": "yamnet_tflite_windows",
+            "window_samples": WINDOW_SAMPLES,
+            "hop_samples": HOP_SAMPLES,
+            "pad": "zeros to a whole hop (upstream pad_waveform)",
+            "pooling": "mean of window probabilities",
+            "output": "logit of pooled probability",
+            "probability_floor": PROBABILITY_FLOOR,
+        },
+        weights=YAMNET_WEIGHTS,
+        description="YAMNet TFLite (MediaPipe asset with metadata), 521 classes mapped to AudioSet by name",
+    )
+
+
 @register_teacher("yamnet")
 def yamnet(
     checkpoint: str | os.PathLike | None = None,
@@ -170,21 +192,7 @@ def yamnet(
     if checkpoint is None and sha256 != YAMNET_WEIGHTS.sha256:
         raise WeightsError(f"{model_path}: sha256 {sha256} is not the pinned {YAMNET_WEIGHTS.sha256}; delete it")
     labels = load_yamnet_labels(model_path, labels_path)
-    card = TeacherCard(
-        name="yamnet",
-        sample_rate=SAMPLE_RATE,
-        num_classes=NUM_CLASSES,
-        label_space="yamnet",
-        frontend={
-            "type": "yamnet_tflite_windows",
-            "window_samples": WINDOW_SAMPLES,
-            "hop_samples": HOP_SAMPLES,
-            "pad": "zeros to a whole hop (upstream pad_waveform)",
-            "pooling": "mean of window probabilities",
-            "output": "logit of pooled probability",
-            "probability_floor": PROBABILITY_FLOOR,
-        },
-        weights=YAMNET_WEIGHTS,
-        description="YAMNet TFLite (MediaPipe asset with metadata), 521 classes mapped to AudioSet by name",
-    )
-    return YamnetTeacher(card, labels, model_path, sha256, num_threads)
+    return YamnetTeacher(yamnet_card(), labels, model_path, sha256, num_threads)
+
+
+ENTRIES["yamnet"] = lambda: TeacherEntry(yamnet_card(), runtime="tflite")
