@@ -38,6 +38,7 @@ class DumpConfig:
     views: int = 4
     k: int = 20
     policy: str = "default"
+    clip_seconds: float | None = None
     batch_size: int = 16
     workers: int = 2
     device: str = "cpu"
@@ -296,7 +297,8 @@ def dump_teachers(config: DumpConfig) -> DumpReport:
     from kd.progress import format_rate, progress_bar
 
     start_time = time.perf_counter()
-    policy = policy_by_name(config.policy)
+    overrides = {} if config.clip_seconds is None else {"clip_seconds": config.clip_seconds}
+    policy = policy_by_name(config.policy, **overrides)
     store_exists = Path(config.store, "zarr.json").is_file()
     labels = LogitStore(config.store).labels if store_exists else audioset_labels(config.labels)
     manifest = load_manifest(config.manifest, labels=labels, check_files=False)

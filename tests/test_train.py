@@ -1,0 +1,249 @@
+"""`kd train-student`: targets from the store, checkpoints, exact resume after SIGKILL, DDP, refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kd.augment import draw_view
+from kd.checkpoint import load_student, read_checkpoint
+from kd.distill_data import DistillDataset
+from kd.dump import DumpConfig, dump_teachers
+from kd.errors import ConfigError, StoreError
+from kd.stores import LogitStore
+from kd.stores.targets import EnsembleSpec
+from kd.students import create_student
+from kd.train import TrainConfig, epoch_order, held_out, train_student
+from kd.views import render_view
+
+CLIPS = [
+    "scaper_dogbark.wav",
+    "librosa_robin.ogg",
+    "panns_R9_ZSCveAHg_7s.mp3",
+    "us8k_eval_siren_1.wav",
+    "tflite_speech.wav",
+    "esc50_1-100032-A-0.wav",
+]
+
+
+@pytest.fixture(scope="module")
+def store(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    manifest = root / "clips.csv"
+    manifest.write_text("path,labels\n" + "".join(f"{shared_data / 'clips' / c},Dog\n" for c in CLIPS))
+    path = root / "s.zarr"
+    dump_teachers(
+        DumpConfig(
+            manifest=str(manifest),
+            store=str(path),
+            teachers=["toy/tiny16k", "toy/partial32k"],
+            views=2,
+            k=8,
+            clip_seconds=2.0,
+            block_size=2,
+            workers=0,
+            progress=False,
+        )
+    )
+    return path
+
+
+def _config(store: Path, out: Path, **kwargs) -> TrainConfig:
+    base = dict(
+        steps=4,
+        batch_size=2,
+        workers=0,
+        val_fraction=0.0,
+        warmup_steps=1,
+        checkpoint_every=2,
+        log_every=1,
+        progress=False,
+        drop_path=0.1,
+    )
+    return TrainConfig(store=str(store), out=str(out), **{**base, **kwargs})
+
+
+def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "kd", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+
+
+def test_dataset_replays_the_dumped_view_and_builds_targets(store):
+    opened = LogitStore(store)
+    student = create_student("dass-tiny")
+    spec = EnsembleSpec((("toy/tiny16k", 1.0), ("toy/partial32k", 3.0)))
+    data = DistillDataset(opened, spec, student.frontend, student.sample_rate, augment=False)
+    assert len(data) == 12
+    item = data[data.rows.index((3, 1))]
+    params = draw_view(opened.policy, int(opened.seeds()[3, 1]), 3, 6, 1)
+    from kd.audio import resample
+
+    wave = resample(render_view(opened.clip_table(), 3, params, opened.policy), opened.policy.sample_rate, 16000)
+    assert torch.equal(item["features"], student.frontend(wave[None])[0])
+    # Classes only tiny16k covers follow tiny16k alone; shared classes mix 1:3.
+    tiny = opened.teacher("toy/tiny16k")
+    top = int(tiny.indices[3, 1, 0])
+    assert item["mask"].all()
+    assert 0 < item["targets"][top] < 1
+    only_tiny = EnsembleSpec((("toy/tiny16k", 1.0),))
+    alone = DistillDataset(opened, only_tiny, student.frontend, 16000, augment=False)
+    if not LogitStore(store).teacher("toy/partial32k").covered[top]:
+        assert item["targets"][top] == pytest.approx(float(alone[alone.rows.index((3, 1))]["targets"][top]))
+
+
+def test_training_writes_checkpoints_metrics_and_a_loadable_student(store, tmp_path):
+    result = train_student(_config(store, tmp_path / "run", teachers="toy/tiny16k:1,toy/partial32k:2"))
+    assert result.step == 4 and np.isfinite(result.last_loss)
+    state = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert {"model", "optimizer", "scheduler", "scaler", "ema", "step", "data", "rng", "config"} <= set(state)
+    assert state["ensemble"]["teachers"] == [["toy/tiny16k", 1.0], ["toy/partial32k", 2.0]]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    model, labels = load_student(tmp_path / "run" / "last.pt")
+    assert len(labels) == 527 and model(torch.randn(1, 16000)).shape == (1, 527)
+
+
+def test_resume_after_sigkill_equals_uninterrupted(store, tmp_path):
+    args = [
+        "train-student",
+        str(store),
+        "--steps",
+        "8",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--val-fraction",
+        "0",
+        "--warmup-steps",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--log-every",
+        "1",
+        "--lr",
+        "3e-3",
+    ]
+    assert _cli(*args, "--out", str(tmp_path / "straight")).returncode == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kd", *args, "--out", str(tmp_path / "killed")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    last = tmp_path / "killed" / "last.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline and not last.exists():
+        time.sleep(0.02)
+    time.sleep(random.uniform(0.0, 1.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stopped_at = read_checkpoint(last)["step"]
+    assert 1 <= stopped_at < 8, "the kill should land mid-run"
+    resumed = _cli(*args, "--out", str(tmp_path / "killed"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = read_checkpoint(tmp_path / "straight" / "last.pt"), read_checkpoint(last)
+    assert a["step"] == b["step"] == 8
+    for key in a["model"]:
+        assert (a["model"][key].double() - b["model"][key].double()).abs().max() < 1e-6, key
+        assert (a["ema"][key].double() - b["ema"][key].double()).abs().max() < 1e-6, key
+
+
+def test_resume_refuses_changed_settings(store, tmp_path):
+    train_student(_config(store, tmp_path / "run"))
+    with pytest.raises(ConfigError, match="batch_size"):
+        train_student(_config(store, tmp_path / "run", batch_size=3, resume=True))
+
+
+def test_data_order_is_pure_and_ranks_split_it():
+    assert epoch_order(10, 0, 1, 0, 1) == epoch_order(10, 0, 1, 0, 1) != epoch_order(10, 0, 2, 0, 1)
+    halves = epoch_order(10, 0, 1, 0, 2) + epoch_order(10, 0, 1, 1, 2)
+    assert sorted(halves) == list(range(10))
+    ids = [f"clip{i}.wav" for i in range(1000)]
+    assert 50 < held_out(ids, 0.1).sum() < 150 and (held_out(ids, 0.1) == held_out(ids, 0.1)).all()
+
+
+def test_ddp_with_two_processes(store, tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29517",
+            "-m",
+            "kd",
+            "train-student",
+            str(store),
+            "--out",
+            str(tmp_path / "ddp"),
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--workers",
+            "0",
+            "--val-fraction",
+            "0",
+            "--warmup-steps",
+            "1",
+            "--checkpoint-every",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = read_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert state["world_size"] == 2 and state["step"] == 2
+
+
+def test_refusals_are_one_line_with_exit_code_2(store, tmp_path):
+    missing = _cli("train-student", str(store), "--out", str(tmp_path / "a"), "--teachers", "yamnet", "--steps", "1")
+    assert missing.returncode == 2 and "'yamnet' is not in this store" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    nothing = _cli("train-student", str(tmp_path / "nope.zarr"), "--out", str(tmp_path / "b"))
+    assert nothing.returncode == 2 and "no logit store" in nothing.stderr
+
+
+def test_incomplete_blocks_refused_unless_allowed(store, tmp_path):
+    import shutil
+
+    partial = tmp_path / "partial.zarr"
+    shutil.copytree(store, partial)
+    LogitStore(partial, mode="a").teacher("toy/tiny16k").done[1] = False
+    with pytest.raises(StoreError, match="incomplete"):
+        train_student(_config(partial, tmp_path / "run", teachers="toy/tiny16k"))
+    result = train_student(_config(partial, tmp_path / "run", teachers="toy/tiny16k", allow_partial=True, steps=1))
+    assert result.step == 1
+
+
+def test_unreplayable_policy_version_is_refused(store, tmp_path):
+    import shutil
+
+    import zarr
+
+    future = tmp_path / "future.zarr"
+    shutil.copytree(store, future)
+    root = zarr.open_group(str(future), mode="a")
+    root.attrs["policy"] = {**root.attrs["policy"], "version": 99}
+    result = _cli("train-student", str(future), "--out", str(tmp_path / "run"), "--steps", "1")
+    assert result.returncode == 2 and "version 99" in result.stderr
