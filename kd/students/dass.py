@@ -39,7 +39,7 @@ _ROWS_PER_PIECE = 1 << 15
 """Without autograd, position-wise parts (MLP) run on at most this many positions at a time to bound memory."""
 
 _DIRECTION_SPLIT_ELEMENTS = 1 << 22
-"""Without autograd, SS2D scans its four directions one at a time once batch * positions * channels exceeds this."""
+"""On CUDA without autograd, SS2D scans its four routes one at a time once batch * positions * channels exceeds this."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,8 @@ class SS2D(nn.Module):
     out_proj. Each route k has its own x/dt projections, A, D and delta bias, shaped as upstream's parameters."""
 
     directions = 4
+    split_routes: bool | None = None
+    """Scan the four routes one at a time (True), all at once (False), or choose by device and size (None)."""
 
     def __init__(self, dim: int, config: DassConfig) -> None:
         super().__init__()
@@ -195,7 +197,11 @@ class SS2D(nn.Module):
         x = self.in_proj(x).permute(0, 3, 1, 2)
         u = F.silu(self.conv2d(x)).permute(0, 2, 3, 1).contiguous()  # [B, H, W, inner]
         del x
-        split = not torch.is_grad_enabled() and u.numel() > _DIRECTION_SPLIT_ELEMENTS
+        # One route at a time is faster for the pure-PyTorch scan (time-major inputs, no route concatenation) and
+        # bounds memory; on CUDA one grouped scan over all four routes is one kernel launch, as upstream does.
+        split = self.split_routes
+        if split is None:
+            split = not u.is_cuda or (not torch.is_grad_enabled() and u.numel() > _DIRECTION_SPLIT_ELEMENTS)
         groups = [[k] for k in range(self.directions)] if split else [list(range(self.directions))]
         y = None
         for routes in groups:
