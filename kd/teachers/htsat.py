@@ -29,6 +29,7 @@ from kd.labels import audioset_labels
 from kd.teachers.base import TeacherCard, TorchTeacher
 from kd.teachers.catalog import TeacherEntry, meta_parameter_count, register_described
 from kd.teachers.ced import _logit_of_mean_probability
+from kd.teachers.vit import Mlp
 from kd.weights import WeightSource, file_sha256, load_state_dict, load_strict, resolve_weights
 
 CHECKPOINT_PREFIX = "sed_model."
@@ -157,17 +158,6 @@ class WindowAttention(nn.Module):
             bias = (bias[None] + mask[None, :, None]).expand(b // mask.shape[0], -1, -1, -1, -1).flatten(0, 1)
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
         return self.proj(x.transpose(1, 2).reshape(b, n, c))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class SwinBlock(nn.Module):
