@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from kd.checkpoint import read_checkpoint, save_checkpoint
 from kd.distill_data import DistillDataset
 from kd.errors import ConfigError
+from kd.metrics import tagging_metrics
 from kd.stores.logit_store import LogitStore
 from kd.stores.targets import EnsembleSpec, parse_teachers
 from kd.students import create_student
@@ -123,17 +124,24 @@ class KDLoss(torch.nn.Module):
 
 
 class EMA:
-    """Exponential moving average of a model's floating-point state; its state_dict loads into the model."""
+    """Exponential moving average of a model's floating-point state; its state_dict loads into the model.
+
+    The decay warms up as min(decay, (1 + n) / (10 + n)) over updates n, so short runs are not stuck at the
+    initial weights.
+    """
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.decay = decay
+        self.updates = 0
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self.updates += 1
         for key, value in model.state_dict().items():
             if value.dtype.is_floating_point:
-                self.state[key].mul_(self.decay).add_(value.detach(), alpha=1 - self.decay)
+                self.state[key].mul_(decay).add_(value.detach(), alpha=1 - decay)
             else:
                 self.state[key].copy_(value)
 
@@ -235,7 +243,7 @@ def train_student(config: TrainConfig) -> TrainResult:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        ema.state = state["ema"]
+        ema.state, ema.updates = state["ema"], state["step"]
         step, micro = state["step"], state["data"]["micro_batches"]
         torch.set_rng_state(state["rng"]["torch"])
         if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
@@ -291,6 +299,10 @@ def train_student(config: TrainConfig) -> TrainResult:
     try:
         with bar:
             task = bar.add_task("training", total=config.steps, completed=step, rate="", info="")
+            if val_data is not None and rank == 0 and step == 0:
+                # The starting point, so a run shows how far distillation moved the student.
+                validation = validate(model, ema, val_data, device)
+                log.write(json.dumps({"step": 0, **{f"val_{k}": v for k, v in validation.items()}}) + "\n")
             model.train()
             while step < config.steps:
                 epoch, offset = divmod(micro, per_epoch)
@@ -367,8 +379,6 @@ def train_student(config: TrainConfig) -> TrainResult:
 @torch.no_grad()
 def validate(model: torch.nn.Module, ema: EMA, data: DistillDataset, device: torch.device) -> dict:
     """Agreement of the EMA student with the ensemble on clean held-out views; label mAP where labels exist."""
-    from kd.metrics import mean_average_precision
-
     live = {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(ema.state)
     model.eval()
@@ -379,21 +389,19 @@ def validate(model: torch.nn.Module, ema: EMA, data: DistillDataset, device: tor
         targets.append(item["targets"])
         labels.append(item["labels"])
     model.load_state_dict(live)
-    return agreement(
-        torch.stack(scores).numpy(), torch.stack(targets).numpy(), torch.stack(labels).numpy(), mean_average_precision
-    )
+    return agreement(torch.stack(scores).numpy(), torch.stack(targets).numpy(), torch.stack(labels).numpy())
 
 
-def agreement(scores: np.ndarray, targets: np.ndarray, labels: np.ndarray, mean_ap) -> dict:
+def agreement(scores: np.ndarray, targets: np.ndarray, labels: np.ndarray) -> dict:
     """Top-5 overlap with the ensemble, mAP against the ensemble's top-5 tags, and label mAP where labelled."""
     top_s = np.argsort(-scores, axis=1)[:, :5]
     top_t = np.argsort(-targets, axis=1)[:, :5]
     overlap = float(np.mean([len(set(a) & set(b)) / 5 for a, b in zip(top_s, top_t, strict=True)]))
     teacher_tags = np.zeros_like(targets)
     np.put_along_axis(teacher_tags, top_t, 1.0, axis=1)
-    result = {"top5_overlap": overlap, "map_vs_teacher": float(mean_ap(scores, teacher_tags))}
+    result = {"top5_overlap": overlap, "map_vs_teacher": tagging_metrics(teacher_tags, scores).mAP}
     if (labels > 0).any():
-        result["map_vs_labels"] = float(mean_ap(scores, labels > 0))
+        result["map_vs_labels"] = tagging_metrics(labels > 0, scores).mAP
     return result
 
 

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The main job on a small default: dump the real EfficientAT mn04 teacher over the 52 shared clips (4 views each),
+# then train the dass-tiny student label-free from that store. Rerunning resumes both stages.
+# Point it at your own data with MANIFEST=..., TEACHER=..., CHECKPOINT=..., OUT=..., STEPS=...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-env.sh
+DATA=${KD_SHARED_DATA:-$(cd .. && pwd)/shared/data}
+MANIFEST=${MANIFEST:-$DATA/clips.csv}
+TEACHER=${TEACHER:-efficientat/mn04_as}
+CHECKPOINT=${CHECKPOINT:-$DATA/weights/efficientat_mn04_as.pt}
+OUT=${OUT:-runs/main}
+STEPS=${STEPS:-120}
+export KD_AUDIOSET_LABELS=${KD_AUDIOSET_LABELS:-$DATA/labels/class_labels_indices.csv}
+kd=.venv/bin/kd
+
+$kd dump-teachers "$MANIFEST" "$OUT/store.zarr" --teacher "$TEACHER" --checkpoint "$CHECKPOINT" \
+  --views 4 --k 20 --block-size 16
+$kd store info "$OUT/store.zarr"
+$kd train-student "$OUT/store.zarr" --out "$OUT/dass-tiny" --student dass-tiny --steps "$STEPS" --batch-size 8 \
+  --lr 2e-3 --warmup-steps 10 --ema-decay 0.99 --drop-path 0.0 --val-fraction 0.2 --val-every 40 \
+  --checkpoint-every 40 --resume
+echo "validation agreement with the teacher (step 0 = the untrained student):"
+grep '"val_' "$OUT/dass-tiny/metrics.jsonl"
