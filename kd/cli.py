@@ -269,6 +269,35 @@ def train_student_cmd(
         console.print(f"  validation {key}: {value:.4f}")
 
 
+@app.command("teachers")
+def teachers_cmd(
+    checkpoint: Annotated[
+        list[str] | None, typer.Option("--checkpoint", help="TEACHER=PATH: report these weights as present.")
+    ] = None,
+) -> None:
+    """List registered teachers: sample rate, classes, parameters, where weights come from, whether present."""
+    from kd.teachers.catalog import describe_teachers
+
+    paths = dict(value.split("=", 1) for value in checkpoint or [] if "=" in value)
+    table = Table(title="teachers")
+    for column in ("name", "rate", "classes", "params", "runtime", "weights from", "local", "description"):
+        table.add_column(column, overflow="fold")
+    for row in describe_teachers(paths):
+        present = {True: "[green]yes[/]", False: "no", None: "-"}[row.weights_present]
+        params = f"{row.num_parameters / 1e6:.2f} M" if row.num_parameters else "-"
+        table.add_row(
+            row.name,
+            str(row.sample_rate or "-"),
+            str(row.num_classes or "-"),
+            params,
+            row.runtime,
+            row.weights_from,
+            present,
+            row.description,
+        )
+    console.print(table)
+
+
 @app.command("students")
 def students_cmd() -> None:
     """List registered students with parameter counts and the scan backends usable here."""

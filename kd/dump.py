@@ -304,6 +304,11 @@ def dump_teachers(config: DumpConfig) -> DumpReport:
     manifest = load_manifest(config.manifest, labels=labels, check_files=False)
     if not manifest.clips:
         raise ConfigError(f"{config.manifest}: manifest has no clips")
+    # Teachers first: a wrong name or missing weights fails before any header is read or anything is written.
+    built = {
+        name: create_teacher(name, checkpoint=config.checkpoints.get(name)).to(config.device)
+        for name in config.teachers
+    }
     if store_exists:
         durations = LogitStore(config.store).root["clips/duration"][:]
     else:
@@ -312,8 +317,7 @@ def dump_teachers(config: DumpConfig) -> DumpReport:
         config.store, manifest, durations, labels, policy, config.views, config.seed, config.block_size
     )
     teachers, groups, unmapped = {}, {}, {}
-    for name in config.teachers:
-        teacher = create_teacher(name, checkpoint=config.checkpoints.get(name)).to(config.device)
+    for name, teacher in built.items():
         mapping = teacher.labels.map_to(store.labels)
         if mapping.unmapped_source:
             unmapped[name] = mapping.unmapped_source
