@@ -161,6 +161,8 @@ def run_duration(config: NiahConfig, duration: float) -> NiahRow:
     if config.memory_limit_gb is not None and config.isolate and tagger.device.type == "cpu":
         import resource
 
+        tagger(torch.zeros(1, tagger.sample_rate))  # start the thread pools first: their stacks count against the limit
+
         limit = int(_proc_status_gb("VmSize") * 2**30 + config.memory_limit_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     if tagger.device.type == "cuda":
