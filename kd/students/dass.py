@@ -35,7 +35,7 @@ DASS_FBANK = KaldiFbankConfig(
     sample_rate=16000, num_mel_bins=128, frame_shift_ms=10.0, mean=-4.2677393, std=4.5689974 * 2
 )
 
-_ROWS_PER_PIECE = 1 << 15
+_ROWS_PER_PIECE = 1 << 13
 """Without autograd, position-wise parts (MLP) run on at most this many positions at a time to bound memory."""
 
 _DIRECTION_SPLIT_ELEMENTS = 1 << 22
