@@ -19,7 +19,7 @@ def teacher_names() -> list[str]:
 
 
 # Importing a family module registers its teachers; families load lazily so `kd --help` stays fast.
-FAMILIES = ("toy", "efficientat", "yamnet", "ast", "ced", "beats", "passt", "htsat", "onnx")
+FAMILIES = ("toy", "efficientat", "yamnet", "ast", "ced", "beats", "passt", "htsat", "onnx", "dass")
 
 
 def _import_families() -> None:
