@@ -13,7 +13,7 @@ from kd.teachers.catalog import NO_WEIGHTS, describe_teachers
 from kd.weights import weights_cache_dir
 
 # Teachers whose architecture is only known once a checkpoint names it.
-FROM_CHECKPOINT = {"onnx", "ast/hf"}
+FROM_CHECKPOINT = {"onnx", "ast/hf", "dass"}
 
 
 @pytest.fixture(scope="module")
