@@ -11,6 +11,8 @@ import json
 import subprocess
 import sys
 
+from benchmarks.common import markdown
+
 DURATIONS = (10, 60, 600, 3600)
 QUICK_DURATIONS = (10, 60)
 
@@ -58,13 +60,6 @@ def run(quick: bool = False, student: str = "dass-small") -> list[dict]:
             }
         )
     return rows
-
-
-def markdown(rows: list[dict]) -> str:
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(row[k]) for k in header) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import time
 
 import torch
 
+from benchmarks.common import markdown
 from kd.students.scan import selective_scan_chunked, selective_scan_reference
 
 LENGTH = 8192
@@ -61,13 +62,6 @@ def run(quick: bool = False) -> list[dict]:
                 }
             )
     return rows
-
-
-def markdown(rows: list[dict]) -> str:
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(row[k]) for k in header) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":
