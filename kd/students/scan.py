@@ -119,8 +119,20 @@ def selective_scan_chunked(
     starting from the previous one's final state, so temporary memory stays bounded whatever L is.
     """
     batch, dim, length = u.shape
+    if torch.is_grad_enabled() and not _tracing() and not A.is_complex():
+        # Training: a hand-written backward (a reverse scan) instead of autograd through every unrolled step.
+        from kd.students.scan_grad import ChunkedScan
+
+        compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+        delta = delta.to(compute)
+        if delta_bias is not None:
+            delta = delta + delta_bias.to(compute)[:, None]
+        if delta_softplus:
+            delta = F.softplus(delta)
+        y = ChunkedScan.apply(u.to(compute), delta, A.to(compute), B.to(compute), C.to(compute))
+        return _finish(y, u, D, z).to(u.dtype)
     segment = max(SEGMENT_MIN, SEGMENT_ELEMENTS // max(batch * dim * A.shape[1], 1))
-    if torch.is_grad_enabled() or _tracing() or length <= segment:
+    if _tracing() or length <= segment:
         y, _ = _chunked_segment(u, delta, A, B, C, D, z, delta_bias, delta_softplus, None)
         return y.to(u.dtype)
     out = torch.empty((batch, length, dim), dtype=u.dtype, device=u.device).transpose(1, 2)
