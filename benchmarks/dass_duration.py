@@ -2,7 +2,8 @@
 
 Each duration runs in its own subprocess, so its peak resident memory (`resource.getrusage` high-water mark) is its
 own. Targets: cost per second of audio within 1.5x of the 10 s figure; 3600 s must finish on a 24 GB, 2-core machine.
-Batch 1, inference mode, random waveforms (the cost does not depend on the content).
+Batch 1, inference mode, random waveforms (the cost does not depend on the content). Children inherit
+OMP_NUM_THREADS; on a shared 2-core machine use 1 (see benchmarks/scan.py).
 """
 
 from __future__ import annotations

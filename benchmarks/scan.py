@@ -3,6 +3,8 @@
 Shapes are DASS's: d_state 1 and, for stage 1 of DASS-small on 10 s of audio, 96 inner channels per scan route
 (4 routes when scanned together). The model hands the scan time-major tensors ([batch, dim, L] with dim contiguous);
 the last row shows the cost of time-contiguous inputs, which need a transpose inside the scan.
+On a shared 2-core machine run it with OMP_NUM_THREADS=1: two OpenMP threads competing with other processes make
+every small op wait for a descheduled thread (measured: 10x to 40x slower), which says nothing about the scan.
 """
 
 from __future__ import annotations

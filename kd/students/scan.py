@@ -40,7 +40,8 @@ TRACE_LEVELS = 4
 SEGMENT_ELEMENTS = 1 << 18
 """Without autograd, scan at most about this many state elements (batch * dim * N * steps) at a time."""
 
-SEGMENT_MIN = 1 << 11
+SEGMENT_MIN = 1 << 13
+"""...but never fewer steps than this, so short inputs (10 s of DASS stage 1: 8000 steps) run in one piece."""
 # Small segments keep each segment's dozen passes over its data in cache: at 2^23 elements the cost per step of a
 # 240 s DASS-small stage-1 scan was 1.6x that of 10 s; at 2^18 it is flat (measured, one thread).
 
