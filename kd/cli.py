@@ -90,7 +90,7 @@ def dump_teachers_cmd(
     views: Annotated[int, typer.Option(help="Augmented views per clip (view 0 is the clean clip).")] = 4,
     k: Annotated[
         int, typer.Option(help="Logits kept per view and teacher (top-k); larger than the classes = all.")
-    ] = 20,
+    ] = 50,
     policy: Annotated[str, typer.Option(help="Augmentation policy: default, clean or strong.")] = "default",
     clip_seconds: Annotated[
         float | None, typer.Option(help="View length in seconds (default: the policy's, 10 s).")

@@ -36,7 +36,7 @@ class DumpConfig:
     teachers: list[str]
     checkpoints: dict[str, str] = field(default_factory=dict)
     views: int = 4
-    k: int = 20
+    k: int = 50
     policy: str = "default"
     clip_seconds: float | None = None
     batch_size: int = 16

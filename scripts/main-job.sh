@@ -15,7 +15,7 @@ export KD_AUDIOSET_LABELS=${KD_AUDIOSET_LABELS:-$DATA/labels/class_labels_indice
 kd=.venv/bin/kd
 
 $kd dump-teachers "$MANIFEST" "$OUT/store.zarr" --teacher "$TEACHER" --checkpoint "$CHECKPOINT" \
-  --views 4 --k 20 --block-size 16
+  --views 4 --block-size 16
 $kd store info "$OUT/store.zarr"
 $kd train-student "$OUT/store.zarr" --out "$OUT/dass-tiny" --student dass-tiny --steps "$STEPS" --batch-size 8 \
   --lr 2e-3 --warmup-steps 10 --ema-decay 0.99 --drop-path 0.0 --val-fraction 0.2 --val-every 40 \
