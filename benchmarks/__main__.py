@@ -28,6 +28,7 @@ BENCHMARKS = {
     "dask_dump": "distributed dump on a dask LocalCluster, 1 vs 2 workers",
     "scan": "chunked vs sequential selective scan",
     "dass_duration": "DASS-small inference cost vs audio duration",
+    "ensemble_swap": "one mn04+YAMNet dump, three students with different ensembles, no re-dump",
 }
 
 
