@@ -10,7 +10,7 @@ MANIFEST=${MANIFEST:-$DATA/clips.csv}
 TEACHER=${TEACHER:-efficientat/mn04_as}
 CHECKPOINT=${CHECKPOINT:-$DATA/weights/efficientat_mn04_as.pt}
 OUT=${OUT:-runs/main}
-STEPS=${STEPS:-120}
+STEPS=${STEPS:-300}
 export KD_AUDIOSET_LABELS=${KD_AUDIOSET_LABELS:-$DATA/labels/class_labels_indices.csv}
 kd=.venv/bin/kd
 
@@ -18,7 +18,7 @@ $kd dump-teachers "$MANIFEST" "$OUT/store.zarr" --teacher "$TEACHER" --checkpoin
   --views 4 --block-size 16
 $kd store info "$OUT/store.zarr"
 $kd train-student "$OUT/store.zarr" --out "$OUT/dass-tiny" --student dass-tiny --steps "$STEPS" --batch-size 8 \
-  --lr 2e-3 --warmup-steps 10 --ema-decay 0.99 --drop-path 0.0 --val-fraction 0.2 --val-every 40 \
-  --checkpoint-every 40 --resume
+  --lr 1e-3 --warmup-steps 20 --ema-decay 0.99 --drop-path 0.0 --val-fraction 0.2 --val-every 50 \
+  --checkpoint-every 50 --resume
 echo "validation agreement with the teacher (step 0 = the untrained student):"
 grep '"val_' "$OUT/dass-tiny/metrics.jsonl"

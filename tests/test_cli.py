@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
-
-def _kd(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "kd", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "250"},
-    )
+from tests.helpers import run_kd
 
 
 def test_manifest_summary(shared_data, tmp_path):
-    result = _kd("manifest", str(shared_data / "clips.csv"), "--out", str(tmp_path / "m.jsonl"))
+    result = run_kd("manifest", str(shared_data / "clips.csv"), "--out", str(tmp_path / "m.jsonl"))
     assert result.returncode == 0, result.stderr
     assert "52" in result.stdout and "Animal" in result.stdout
     assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 52
 
 
 def test_teachers_and_students_listings():
-    teachers = _kd("teachers")
+    teachers = run_kd("teachers")
     assert teachers.returncode == 0, teachers.stderr
     assert "efficientat/mn04_as" in teachers.stdout and "yamnet" in teachers.stdout
-    students = _kd("students")
+    students = run_kd("students")
     assert students.returncode == 0 and "dass-small" in students.stdout and "chunked" in students.stdout
 
 
@@ -44,7 +32,7 @@ def test_user_errors_are_one_line_exit_2(tmp_path, shared_data):
         ("dump-teachers", str(manifest), str(tmp_path / "s.zarr"), "-t", "toy/tiny16k", "--views", "0"),
     ]
     for args in cases:
-        result = _kd(*args)
+        result = run_kd(*args)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("kd: error:"), (args, result.stderr)
@@ -53,5 +41,5 @@ def test_user_errors_are_one_line_exit_2(tmp_path, shared_data):
 
 def test_offline_teacher_without_weights_says_how_to_supply_them(tmp_path):
     (tmp_path / "a.wav").write_bytes(b"")
-    result = _kd("dump-teachers", str(tmp_path), str(tmp_path / "s.zarr"), "-t", "efficientat/mn10_as")
+    result = run_kd("dump-teachers", str(tmp_path), str(tmp_path / "s.zarr"), "-t", "efficientat/mn10_as")
     assert result.returncode == 2 and "--checkpoint" in result.stderr

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +19,7 @@ from kd.stores import LogitStore
 from kd.stores.inspect import verify_store
 from kd.teachers import create_teacher
 from kd.views import render_view
+from tests.helpers import run_kd, start_kd
 
 SHORT_CLIPS = [
     "scaper_dogbark.wav",
@@ -44,16 +42,6 @@ def manifest(shared_data: Path, tmp_path: Path) -> Path:
 def _config(manifest: Path, store: Path, **kwargs) -> DumpConfig:
     base = dict(teachers=["toy/tiny16k"], views=2, k=5, block_size=2, batch_size=3, workers=0, progress=False)
     return DumpConfig(manifest=str(manifest), store=str(store), **{**base, **kwargs})
-
-
-def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "kd", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "COLUMNS": "250"},
-    )
 
 
 def _checksums(root: Path, under: str = "") -> dict[str, str]:
@@ -116,12 +104,8 @@ def test_append_teacher_leaves_existing_arrays_byte_identical(manifest, tmp_path
 def test_resume_after_sigkill_is_bit_identical(manifest, tmp_path):
     reference, killed = tmp_path / "ref.zarr", tmp_path / "killed.zarr"
     args = ["--teacher", "toy/tiny16k", "--views", "3", "--k", "5", "--block-size", "1", "--workers", "1"]
-    assert _cli("dump-teachers", str(manifest), str(reference), *args).returncode == 0
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kd", "dump-teachers", str(manifest), str(killed), *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    assert run_kd("dump-teachers", str(manifest), str(reference), *args).returncode == 0
+    proc = start_kd("dump-teachers", str(manifest), str(killed), *args)
     done_dir = killed / "teachers" / "toy--tiny16k" / "done" / "c"
     deadline = time.time() + 120
     while time.time() < deadline and not (done_dir.is_dir() and any(done_dir.iterdir())):
@@ -131,7 +115,7 @@ def test_resume_after_sigkill_is_bit_identical(manifest, tmp_path):
     proc.wait()
     finished = len(list(done_dir.iterdir()))
     assert 1 <= finished < len(SHORT_CLIPS), "the kill should land mid-run"
-    rerun = _cli("dump-teachers", str(manifest), str(killed), *args)
+    rerun = run_kd("dump-teachers", str(manifest), str(killed), *args)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{finished} already done" in rerun.stdout.replace("\n", " ")
     assert _checksums(killed) == _checksums(reference)
@@ -149,19 +133,13 @@ def test_unreadable_clip_is_recorded_failed_listed_and_fails_the_run(manifest, t
     bad = manifest.read_text() + f"{bad_audio['truncated_wav']},Dog\n"
     (tmp_path / "bad.csv").write_text(bad)
     store = tmp_path / "s.zarr"
-    result = _cli(
+    args = [
         "dump-teachers",
         str(tmp_path / "bad.csv"),
         str(store),
-        "-t",
-        "toy/tiny16k",
-        "--views",
-        "2",
-        "--block-size",
-        "2",
-        "--workers",
-        "0",
-    )
+        *"-t toy/tiny16k --views 2 --block-size 2 --workers 0".split(),
+    ]
+    result = run_kd(*args)
     assert result.returncode == 1
     assert "truncated.wav" in result.stdout and "truncated" in result.stdout
     opened = LogitStore(store)
@@ -178,20 +156,7 @@ def test_unreadable_clip_is_recorded_failed_listed_and_fails_the_run(manifest, t
     assert np.isnan(group.logits[:][expected]).all() and (group.indices[:][expected] == -1).all()
     assert np.isfinite(group.logits[:][~expected]).all()
     np.testing.assert_array_equal(group.done[:], [not expected[2 * b : 2 * b + 2].any() for b in range(4)])
-    accepted = _cli(
-        "dump-teachers",
-        str(tmp_path / "bad.csv"),
-        str(store),
-        "-t",
-        "toy/tiny16k",
-        "--views",
-        "2",
-        "--block-size",
-        "2",
-        "--workers",
-        "0",
-        "--skip-bad",
-    )
+    accepted = run_kd(*args, "--skip-bad")
     assert accepted.returncode == 0
     assert LogitStore(store).teacher("toy/tiny16k").done[:].all()
     assert verify_store(str(store)) == []
@@ -202,7 +167,7 @@ def test_incompatible_store_is_refused_and_left_untouched(manifest, tmp_path):
     dump_teachers(_config(manifest, store))
     before = _checksums(store)
     for extra in (["--policy", "strong"], ["--views", "3"]):
-        result = _cli(
+        result = run_kd(
             "dump-teachers",
             str(manifest),
             str(store),
@@ -228,16 +193,8 @@ def test_incompatible_store_is_refused_and_left_untouched(manifest, tmp_path):
 def test_concurrent_dumps_of_one_teacher_do_not_corrupt(manifest, tmp_path):
     reference, shared = tmp_path / "ref.zarr", tmp_path / "shared.zarr"
     args = ["-t", "toy/tiny16k", "--views", "2", "--k", "5", "--block-size", "1", "--workers", "0"]
-    assert _cli("dump-teachers", str(manifest), str(reference), *args).returncode == 0
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "kd", "dump-teachers", str(manifest), str(shared), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    assert run_kd("dump-teachers", str(manifest), str(reference), *args).returncode == 0
+    procs = [start_kd("dump-teachers", str(manifest), str(shared), *args) for _ in range(2)]
     outputs = [p.communicate(timeout=240) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert verify_store(str(shared)) == []

@@ -25,6 +25,7 @@ from kd.stores.targets import EnsembleSpec
 from kd.students import create_student
 from kd.train import TrainConfig, epoch_order, held_out, train_student
 from kd.views import render_view
+from tests.helpers import run_kd, start_kd
 
 CLIPS = [
     "scaper_dogbark.wav",
@@ -73,16 +74,6 @@ def _config(store: Path, out: Path, **kwargs) -> TrainConfig:
     return TrainConfig(store=str(store), out=str(out), **{**base, **kwargs})
 
 
-def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "kd", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "COLUMNS": "250"},
-    )
-
-
 def test_dataset_replays_the_dumped_view_and_builds_targets(store):
     opened = LogitStore(store)
     student = create_student("dass-tiny")
@@ -119,32 +110,10 @@ def test_training_writes_checkpoints_metrics_and_a_loadable_student(store, tmp_p
 
 
 def test_resume_after_sigkill_equals_uninterrupted(store, tmp_path):
-    args = [
-        "train-student",
-        str(store),
-        "--steps",
-        "8",
-        "--batch-size",
-        "2",
-        "--workers",
-        "0",
-        "--val-fraction",
-        "0",
-        "--warmup-steps",
-        "2",
-        "--checkpoint-every",
-        "1",
-        "--log-every",
-        "1",
-        "--lr",
-        "3e-3",
-    ]
-    assert _cli(*args, "--out", str(tmp_path / "straight")).returncode == 0
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kd", *args, "--out", str(tmp_path / "killed")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    flags = "--steps 8 --batch-size 2 --workers 0 --val-fraction 0 --warmup-steps 2 --checkpoint-every 1 --lr 3e-3"
+    args = ["train-student", str(store), *flags.split()]
+    assert run_kd(*args, "--out", str(tmp_path / "straight")).returncode == 0
+    proc = start_kd(*args, "--out", str(tmp_path / "killed"))
     last = tmp_path / "killed" / "last.pt"
     deadline = time.time() + 240
     while time.time() < deadline and not last.exists():
@@ -154,7 +123,7 @@ def test_resume_after_sigkill_equals_uninterrupted(store, tmp_path):
     proc.wait()
     stopped_at = read_checkpoint(last)["step"]
     assert 1 <= stopped_at < 8, "the kill should land mid-run"
-    resumed = _cli(*args, "--out", str(tmp_path / "killed"), "--resume")
+    resumed = run_kd(*args, "--out", str(tmp_path / "killed"), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     a, b = read_checkpoint(tmp_path / "straight" / "last.pt"), read_checkpoint(last)
     assert a["step"] == b["step"] == 8
@@ -178,49 +147,22 @@ def test_data_order_is_pure_and_ranks_split_it():
 
 
 def test_ddp_with_two_processes(store, tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517"]
+    flags = "--steps 2 --batch-size 2 --workers 0 --val-fraction 0 --warmup-steps 1 --checkpoint-every 1"
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            "29517",
-            "-m",
-            "kd",
-            "train-student",
-            str(store),
-            "--out",
-            str(tmp_path / "ddp"),
-            "--steps",
-            "2",
-            "--batch-size",
-            "2",
-            "--workers",
-            "0",
-            "--val-fraction",
-            "0",
-            "--warmup-steps",
-            "1",
-            "--checkpoint-every",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+        [*torchrun, "-m", "kd", "train-student", str(store), "--out", str(tmp_path / "ddp"), *flags.split()],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     state = read_checkpoint(tmp_path / "ddp" / "last.pt")
     assert state["world_size"] == 2 and state["step"] == 2
 
 
 def test_refusals_are_one_line_with_exit_code_2(store, tmp_path):
-    missing = _cli("train-student", str(store), "--out", str(tmp_path / "a"), "--teachers", "yamnet", "--steps", "1")
+    missing = run_kd("train-student", str(store), "--out", str(tmp_path / "a"), "--teachers", "yamnet", "--steps", "1")
     assert missing.returncode == 2 and "'yamnet' is not in this store" in missing.stderr
     assert "Traceback" not in missing.stderr
-    nothing = _cli("train-student", str(tmp_path / "nope.zarr"), "--out", str(tmp_path / "b"))
+    nothing = run_kd("train-student", str(tmp_path / "nope.zarr"), "--out", str(tmp_path / "b"))
     assert nothing.returncode == 2 and "no logit store" in nothing.stderr
 
 
@@ -245,5 +187,5 @@ def test_unreplayable_policy_version_is_refused(store, tmp_path):
     shutil.copytree(store, future)
     root = zarr.open_group(str(future), mode="a")
     root.attrs["policy"] = {**root.attrs["policy"], "version": 99}
-    result = _cli("train-student", str(future), "--out", str(tmp_path / "run"), "--steps", "1")
+    result = run_kd("train-student", str(future), "--out", str(tmp_path / "run"), "--steps", "1")
     assert result.returncode == 2 and "version 99" in result.stderr
