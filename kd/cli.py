@@ -223,6 +223,9 @@ def train_student_cmd(
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 200,
     val_fraction: Annotated[float, typer.Option(help="Clips held out (by id hash) for validation.")] = 0.1,
     val_every: Annotated[int, typer.Option(help="Steps between validations.")] = 200,
+    val_manifest: Annotated[
+        Path | None, typer.Option(help="A held-out labelled manifest: label mAP, AUC, d-prime at each validation.")
+    ] = None,
     log_every: Annotated[int, typer.Option(help="Steps between metric records.")] = 10,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N (bf16 autocast on CUDA).")] = "cpu",
     allow_partial: Annotated[bool, typer.Option(help="Train on the complete blocks of an unfinished dump.")] = False,
@@ -257,6 +260,7 @@ def train_student_cmd(
         checkpoint_every=checkpoint_every,
         val_fraction=val_fraction,
         val_every=val_every,
+        val_manifest=str(val_manifest) if val_manifest else None,
         log_every=log_every,
         device=device,
         allow_partial=allow_partial,

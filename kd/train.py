@@ -53,6 +53,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     val_fraction: float = 0.1
     val_every: int = 200
+    val_manifest: str | None = None
     log_every: int = 10
     device: str = "cpu"
     allow_partial: bool = False
@@ -299,9 +300,9 @@ def train_student(config: TrainConfig) -> TrainResult:
     try:
         with bar:
             task = bar.add_task("training", total=config.steps, completed=step, rate="", info="")
-            if val_data is not None and rank == 0 and step == 0:
+            if (val_data is not None or config.val_manifest) and rank == 0 and step == 0:
                 # The starting point, so a run shows how far distillation moved the student.
-                validation = validate(model, ema, val_data, device)
+                validation = validate(model, ema, val_data, device, config.val_manifest, store.labels)
                 log.write(json.dumps({"step": 0, **{f"val_{k}": v for k, v in validation.items()}}) + "\n")
             model.train()
             while step < config.steps:
@@ -354,14 +355,14 @@ def train_student(config: TrainConfig) -> TrainResult:
                         if tensorboard is not None:
                             for key, value in record.items():
                                 tensorboard.add_scalar(f"train/{key}", value, step)
-                    if val_data is not None and rank == 0 and (step % config.val_every == 0 or step == config.steps):
-                        validation = validate(model, ema, val_data, device)
+                    validating = val_data is not None or config.val_manifest
+                    if validating and rank == 0 and (step % config.val_every == 0 or step == config.steps):
+                        validation = validate(model, ema, val_data, device, config.val_manifest, store.labels)
                         if log is not None:
                             log.write(
                                 json.dumps({"step": step, **{f"val_{k}": v for k, v in validation.items()}}) + "\n"
                             )
                             log.flush()
-                        model.train()
                     if step % config.checkpoint_every == 0 or step == config.steps:
                         checkpoint(out / "last.pt")
                     if step >= config.steps:
@@ -377,19 +378,40 @@ def train_student(config: TrainConfig) -> TrainResult:
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, ema: EMA, data: DistillDataset, device: torch.device) -> dict:
-    """Agreement of the EMA student with the ensemble on clean held-out views; label mAP where labels exist."""
+def validate(
+    model: torch.nn.Module,
+    ema: EMA,
+    data: DistillDataset | None,
+    device: torch.device,
+    manifest: str | None = None,
+    labels=None,
+) -> dict:
+    """Scores the EMA student: agreement with the ensemble on clean held-out views of the store (with label mAP
+    where the store's manifest had labels), and label mAP, AUC and d-prime on a held-out labelled `manifest`."""
     live = {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(ema.state)
     model.eval()
-    scores, targets, labels = [], [], []
-    for i in range(len(data)):
-        item = data[i]
-        scores.append(torch.sigmoid(model.forward_features(item["features"][None].to(device))).cpu()[0])
-        targets.append(item["targets"])
-        labels.append(item["labels"])
+    result: dict = {}
+    if data is not None:
+        scores, targets, truth = [], [], []
+        for i in range(len(data)):
+            item = data[i]
+            scores.append(torch.sigmoid(model.forward_features(item["features"][None].to(device))).cpu()[0])
+            targets.append(item["targets"])
+            truth.append(item["labels"])
+        result = agreement(torch.stack(scores).numpy(), torch.stack(targets).numpy(), torch.stack(truth).numpy())
+    if manifest is not None:
+        from kd.evaluate import evaluate
+        from kd.models import Tagger
+
+        tagger = Tagger("student", "student", model.sample_rate, labels, device, model)
+        metrics = evaluate(tagger, manifest, progress=False).metrics
+        result.update(
+            {"manifest_map": metrics.mAP, "manifest_auc": metrics.mean_auc, "manifest_dprime": metrics.d_prime}
+        )
     model.load_state_dict(live)
-    return agreement(torch.stack(scores).numpy(), torch.stack(targets).numpy(), torch.stack(labels).numpy())
+    model.train()
+    return result
 
 
 def agreement(scores: np.ndarray, targets: np.ndarray, labels: np.ndarray) -> dict:

@@ -132,6 +132,21 @@ def test_resume_after_sigkill_equals_uninterrupted(store, tmp_path):
         assert (a["ema"][key].double() - b["ema"][key].double()).abs().max() < 1e-6, key
 
 
+def test_validation_reports_agreement_and_held_out_manifest_metrics(store, shared_data, tmp_path):
+    held_out = tmp_path / "held_out.csv"
+    held_out.write_text(
+        f"path,labels\n{shared_data / 'clips' / 'freesound_dog.wav'},Dog\n"
+        f"{shared_data / 'clips' / 'freesound_rain.wav'},Rain\n"
+    )
+    train_student(_config(store, tmp_path / "run", steps=2, val_fraction=0.5, val_every=2, val_manifest=str(held_out)))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    validations = [r for r in records if "val_top5_overlap" in r]
+    assert [r["step"] for r in validations] == [0, 2]
+    for record in validations:
+        assert 0 <= record["val_top5_overlap"] <= 1 and 0 < record["val_map_vs_teacher"] <= 1
+        assert 0 < record["val_manifest_map"] <= 1 and 0 <= record["val_manifest_auc"] <= 1
+
+
 def test_resume_refuses_changed_settings(store, tmp_path):
     train_student(_config(store, tmp_path / "run"))
     with pytest.raises(ConfigError, match="batch_size"):
