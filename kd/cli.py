@@ -96,7 +96,9 @@ def dump_teachers_cmd(
         float | None, typer.Option(help="View length in seconds (default: the policy's, 10 s).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Views per teacher forward.")] = 16,
-    workers: Annotated[int, typer.Option(help="DataLoader workers decoding and augmenting.")] = 2,
+    workers: Annotated[
+        int | None, typer.Option(help="DataLoader workers decoding and augmenting (default: cores - 1, at most 4).")
+    ] = None,
     device: Annotated[str, typer.Option(help="Device for the teachers (cpu, cuda, cuda:1).")] = "cpu",
     block_size: Annotated[int, typer.Option(help="Clips per block (the unit of work, resume and shards).")] = 512,
     seed: Annotated[int, typer.Option(help="Base seed of the views.")] = 0,

@@ -40,7 +40,7 @@ class DumpConfig:
     policy: str = "default"
     clip_seconds: float | None = None
     batch_size: int = 16
-    workers: int = 2
+    workers: int | None = None
     device: str = "cpu"
     block_size: int = 512
     seed: int = 0
@@ -50,6 +50,8 @@ class DumpConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.workers is None:
+            self.workers = default_workers()
         if not self.teachers:
             raise ConfigError("name at least one teacher (--teacher NAME)")
         if len(set(self.teachers)) != len(self.teachers):
@@ -66,6 +68,12 @@ class DumpConfig:
         unknown = set(self.checkpoints) - set(self.teachers)
         if unknown:
             raise ConfigError(f"--checkpoint given for teachers not being dumped: {sorted(unknown)}")
+
+
+def default_workers() -> int:
+    """Decoding workers that leave a core to the teacher: 1 on a 2-core machine (measured best there, see
+    docs/benchmarks.md), up to 4."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
 @dataclass
@@ -299,8 +307,9 @@ def dump_teachers(config: DumpConfig) -> DumpReport:
     start_time = time.perf_counter()
     overrides = {} if config.clip_seconds is None else {"clip_seconds": config.clip_seconds}
     policy = policy_by_name(config.policy, **overrides)
-    store_exists = Path(config.store, "zarr.json").is_file()
-    labels = LogitStore(config.store).labels if store_exists else audioset_labels(config.labels)
+    # An existing store carries its own label space and durations: no label file or header reads needed.
+    existing = LogitStore(config.store) if Path(config.store, "zarr.json").is_file() else None
+    labels = existing.labels if existing else audioset_labels(config.labels)
     manifest = load_manifest(config.manifest, labels=labels, check_files=False)
     if not manifest.clips:
         raise ConfigError(f"{config.manifest}: manifest has no clips")
@@ -309,10 +318,7 @@ def dump_teachers(config: DumpConfig) -> DumpReport:
         name: create_teacher(name, checkpoint=config.checkpoints.get(name)).to(config.device)
         for name in config.teachers
     }
-    if store_exists:
-        durations = LogitStore(config.store).root["clips/duration"][:]
-    else:
-        durations = _durations(manifest, config.progress)
+    durations = existing.root["clips/duration"][:] if existing else _durations(manifest, config.progress)
     store = create_store(
         config.store, manifest, durations, labels, policy, config.views, config.seed, config.block_size
     )
