@@ -112,10 +112,10 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
 
 
 def markdown(rows: list[dict]) -> str:
-    """Rows of one benchmark as a markdown table (columns from the first row)."""
+    """Rows of one benchmark as a markdown table (columns in order of first appearance; blanks where a row lacks one)."""
     if not rows:
         return "(no rows)"
-    header = list(rows[0])
+    header = list(dict.fromkeys(key for row in rows for key in row))
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(row.get(k, "")) for k in header) + " |" for row in rows]
     return "\n".join(lines)
