@@ -218,18 +218,10 @@ def finish_block(
 ) -> bool:
     """Writes the block for each teacher; marks it done unless it has failures that were not accepted."""
     has_failures = any(d["failed"].any() for d in buffer.data.values())
+    done = not has_failures or mark_failed_done
     for name, data in buffer.data.items():
-        if has_failures and not mark_failed_done:
-            _write_data_only(store, groups[name], block, data)
-        else:
-            store.write_block(groups[name], block, data)
-    return not has_failures or mark_failed_done
-
-
-def _write_data_only(store: LogitStore, group: TeacherGroup, block: int, data: dict) -> None:
-    rows = store.block_rows(block)
-    for key in ("logits", "indices", "rest", "failed"):
-        getattr(group, key)[rows] = data[key]
+        store.write_block(groups[name], block, data, done=done)
+    return done
 
 
 # -- locks ---------------------------------------------------------------------------------------------------------
@@ -406,8 +398,12 @@ def _run_local(config, store, plan, teachers, groups, blocks, locks, failures, a
     computed = 0
     for batch in loader:
         block = batch["block"]
-        names = [n for n in teachers if not groups[n].done[block]]
-        buffer = buffers.setdefault(block, _BlockBuffer(store, block, names, {n: teachers[n][2] for n in names}))
+        if block not in buffers:
+            # Which teachers a block still needs is read once, when its first batch arrives.
+            pending = [n for n in teachers if not groups[n].done[block]]
+            buffers[block] = _BlockBuffer(store, block, pending, {n: teachers[n][2] for n in pending})
+        buffer = buffers[block]
+        names = list(buffer.data)
         compute_batch(batch, {n: teachers[n] for n in names}, buffer, store)
         _collect_failures(plan, batch, failures)
         advance(len(batch["items"]))

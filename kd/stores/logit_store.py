@@ -177,14 +177,15 @@ class LogitStore:
         _check_same_teacher(self.path, existing.attrs, attrs)
         return existing
 
-    def write_block(self, teacher: TeacherGroup, block: int, data: dict[str, np.ndarray]) -> None:
-        """Writes one block's shard of every array, then (only then) marks the block done."""
+    def write_block(self, teacher: TeacherGroup, block: int, data: dict[str, np.ndarray], done: bool = True) -> None:
+        """Writes one block's shard of every array, then (only then, and only if `done`) marks the block done."""
         rows = self.block_rows(block)
         teacher.logits[rows] = data["logits"]
         teacher.indices[rows] = data["indices"]
         teacher.rest[rows] = data["rest"]
         teacher.failed[rows] = data["failed"]
-        teacher.done[block] = True
+        if done:
+            teacher.done[block] = True
 
 
 def _build_teacher_group(path: str, store: LogitStore, k: int, attrs: dict) -> None:
