@@ -55,7 +55,7 @@ class DistillDataset(torch.utils.data.Dataset):
             self.arrays.append(arrays)
         label_space = store.labels
         self.label_index = [
-            [label_space.index(x) for x in labels if x in label_space._lookup()] for labels in store.clip_labels()
+            [label_space.index(x) for x in labels if x in label_space] for labels in store.clip_labels()
         ]
         clips = np.arange(store.num_clips) if clips is None else np.asarray(clips)
         views = list(range(store.num_views)) if views is None else views

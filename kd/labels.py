@@ -32,6 +32,10 @@ class LabelSpace:
     def __len__(self) -> int:
         return len(self.names)
 
+    def __contains__(self, label: object) -> bool:
+        """Whether `label` is a mid or exact display name of this space."""
+        return label in self._lookup()
+
     def to_json(self) -> dict:
         return {"name": self.name, "mids": list(self.mids), "names": list(self.names)}
 

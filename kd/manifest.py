@@ -81,7 +81,7 @@ def load_manifest(source: str | os.PathLike, labels: LabelSpace | None = None, c
         if check_files and not Path(clip.path).is_file():
             problems.setdefault("missing files", []).append(clip.path)
         for label in clip.labels:
-            if labels is not None and label not in labels._lookup():
+            if labels is not None and label not in labels:
                 problems.setdefault("unknown labels", []).append(f"{label!r} ({clip.id})")
             counts[label] += 1
     if problems:
