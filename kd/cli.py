@@ -25,7 +25,9 @@ console = Console()
 
 LabelsOption = Annotated[
     Path | None,
-    typer.Option("--labels", help="AudioSet class_labels_indices.csv (default: $KD_AUDIOSET_LABELS, cache, download)."),
+    typer.Option(
+        "--labels", help="AudioSet class_labels_indices.csv (default: $KD_AUDIOSET_LABELS, else kd's shipped copy)."
+    ),
 ]
 
 

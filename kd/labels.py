@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from kd.errors import LabelError
 
-AUDIOSET_CSV_URL = "http://storage.googleapis.com/us_audioset/youtube_corpus/v1/csv/class_labels_indices.csv"
 AUDIOSET_LABELS_ENV = "KD_AUDIOSET_LABELS"
+# AudioSet's class_labels_indices.csv, shipped under CC BY-SA 4.0 (kd/data/ATTRIBUTION.md).
+PACKAGED_AUDIOSET_CSV = "class_labels_indices.csv"
 
 
 @dataclass(frozen=True)
@@ -150,14 +153,22 @@ def load_label_names(path: str | os.PathLike, name: str) -> LabelSpace:
     return LabelSpace(name=name, mids=("",) * len(names), names=tuple(names))
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("KD_CACHE", Path.home() / ".cache" / "kd"))
+def packaged_audioset_csv() -> Path:
+    """The AudioSet label file inside the installed package."""
+    return Path(str(resources.files("kd") / "data" / PACKAGED_AUDIOSET_CSV))
+
+
+@functools.cache
+def _packaged_audioset() -> LabelSpace:
+    # Parsed once per process: every teacher builder asks for it, and the shipped file never changes.
+    return load_label_csv(packaged_audioset_csv())
 
 
 def audioset_labels(path: str | os.PathLike | None = None) -> LabelSpace:
-    """The 527 AudioSet classes, from `path`, $KD_AUDIOSET_LABELS, the kd cache, or the official URL when online.
+    """The 527 AudioSet classes, from `path`, else $KD_AUDIOSET_LABELS, else the copy shipped with kd.
 
-    The file is third-party data (CC BY-SA 4.0), so kd ships none: it reads the user's copy or caches a download.
+    No command needs a label file or a download for the default label space; `path` and the variable exist for a
+    user's own (e.g. newer) copy.
     """
     if path is not None:
         if not Path(path).is_file():
@@ -166,18 +177,6 @@ def audioset_labels(path: str | os.PathLike | None = None) -> LabelSpace:
     env = os.environ.get(AUDIOSET_LABELS_ENV)
     if env:
         if not Path(env).is_file():
-            raise LabelError(f"{env}: label file not found (from ${AUDIOSET_LABELS_ENV})")
+            raise LabelError(f"{env}: label file not found (from ${AUDIOSET_LABELS_ENV}; unset it to use kd's copy)")
         return load_label_csv(env)
-    target = _cache_dir() / "labels" / "class_labels_indices.csv"
-    if target.is_file():
-        return load_label_csv(target)
-    try:
-        from kd.download import download
-
-        download(AUDIOSET_CSV_URL, target)
-    except OSError as e:
-        raise LabelError(
-            f"AudioSet labels not found and download failed ({e}); pass --labels PATH to class_labels_indices.csv "
-            f"or set ${AUDIOSET_LABELS_ENV}"
-        ) from None
-    return load_label_csv(target)
+    return _packaged_audioset()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -22,6 +24,29 @@ def test_audioset_space_loads_527_in_order(shared_data):
 
 def test_audioset_labels_from_env(shared_data):
     assert len(audioset_labels()) == 527
+
+
+def test_audioset_labels_ship_with_kd(shared_data, monkeypatch):
+    # No variable, no cache, no network: the packaged copy is the default label space.
+    monkeypatch.delenv("KD_AUDIOSET_LABELS", raising=False)
+    shipped = audioset_labels()
+    assert shipped == load_label_csv(shared_data / "labels" / "class_labels_indices.csv")
+    assert shipped.names[0] == "Speech" and len(shipped) == 527
+
+
+def test_packaged_label_file_and_attribution_are_package_data():
+    import fnmatch
+    import tomllib
+
+    from kd.labels import packaged_audioset_csv
+
+    csv_path = packaged_audioset_csv()
+    attribution = csv_path.with_name("ATTRIBUTION.md")
+    assert "CC BY-SA 4.0" in attribution.read_text(encoding="utf-8")
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = pyproject["tool"]["setuptools"]["package-data"]["kd"]
+    for path in (csv_path, attribution):
+        assert any(fnmatch.fnmatch(f"data/{path.name}", g) for g in globs), f"{path.name} would not be installed"
 
 
 def test_missing_label_file_is_a_clear_error(tmp_path):
