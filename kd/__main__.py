@@ -1,5 +1,5 @@
 """`python -m kd` (also what `torchrun -m kd` runs)."""
 
-from kd.cli import main
+from kd.entry import main
 
 main()
