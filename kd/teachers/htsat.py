@@ -3,9 +3,17 @@
 A 4-stage Swin transformer over a 256x256 "image" folded from a 1024-frame, 64-bin log-mel spectrogram (four
 256-frame strips stacked along frequency), ending in a token-semantic convolution whose time average is the clip
 logit. Architecture, front end and key names were read from RetroCirce/HTS-Audio-Transformer `model/htsat.py`,
-`model/layers.py` and `config.py` at commit 798cf54da9dae9eb6cd00fcb08a116ba08936c1b (the version the code index
-holds; the scoping note named 2e29471, which the index does not have). The released `HTSAT_AudioSet_Saved_*.ckpt`
-files are PyTorch Lightning checkpoints whose `state_dict` keys carry the wrapper's `sed_model.` prefix.
+`model/layers.py` and `config.py` at commit 798cf54da9dae9eb6cd00fcb08a116ba08936c1b; both model files are unchanged
+at 2e29471 (the newest), where `sed_model.py` and `predict.py` were read for the inference path. The released
+`HTSAT_AudioSet_Saved_*.ckpt` files are PyTorch Lightning checkpoints whose `state_dict` keys carry the wrapper's
+`sed_model.` prefix.
+
+Clips shorter than 5.12 s (512 frames or fewer) are where upstream's two inference paths part. `forward()`, which
+its validation and test steps call, stretches the mel to 1024 frames (bicubic). `inference()` and `predict.py` pass
+`infer_mode=True`, which first tiles the mel floor(1024 / frames) times, then stretches what is left; on a 3 s
+clip the two are about 0.1 logit apart. `htsat/audioset` follows `forward()`, `htsat/audioset-tiled` follows
+`inference()`, and the card's front-end settings say which (`short_clips`). From 10.24 s on, `infer_mode` tiles zero
+times and fails, so both names take `forward()`'s crops there.
 
 Upstream's `head` (a 527x527 Linear) is stored in the checkpoints but unused when the token-semantic head is on (the
 released configuration), as here. The STFT kernels and mel bank stored in the checkpoint (torchlibrosa's frozen
@@ -33,6 +41,8 @@ from kd.teachers.vit import Mlp
 from kd.weights import WeightSource, file_sha256, load_state_dict, load_strict, resolve_weights
 
 CHECKPOINT_PREFIX = "sed_model."
+# How clips shorter than one image are brought to 1024 frames, by registered name (see the module docstring).
+SHORT_CLIPS = {"stretch": "htsat/audioset", "tile": "htsat/audioset-tiled"}
 
 
 @dataclass(frozen=True)
@@ -239,11 +249,19 @@ class HtsatNetwork(nn.Module):
     Up to 1024 frames: one image. Longer: upstream's eval crops (length (T-1)//2, hop (T-1)//4) averaged in
     probability; we return the logit of that mean. Upstream fails past 2049 frames (crops exceed one image); there we
     keep its 50 % overlap with 1024-frame crops, the last one flush with the end (a deliberate extension).
+
+    Args:
+        config: the architecture.
+        short_clips: for inputs shorter than one image, 'stretch' (upstream `forward()`) stretches them to 1024
+            frames; 'tile' (upstream `inference()`) first repeats them floor(1024 / frames) times.
     """
 
-    def __init__(self, config: HtsatConfig = HtsatConfig()) -> None:
+    def __init__(self, config: HtsatConfig = HtsatConfig(), short_clips: str = "stretch") -> None:
         super().__init__()
+        if short_clips not in SHORT_CLIPS:
+            raise ValueError(f"short_clips must be one of {sorted(SHORT_CLIPS)}, not {short_clips!r}")
         self.config = config
+        self.short_clips = short_clips
         self.bn0 = nn.BatchNorm2d(config.n_mels)
         self.patch_embed = HtsatPatchEmbed(config)
         self.layers = nn.ModuleList(Stage(config, i) for i in range(len(config.depths)))
@@ -257,6 +275,8 @@ class HtsatNetwork(nn.Module):
         x = self.bn0(mel.transpose(1, 2)[..., None]).squeeze(-1).transpose(1, 2)[:, None]  # per mel bin
         frames, limit = x.shape[2], self.config.frames
         if frames <= limit:
+            if self.short_clips == "tile":  # whole copies first; `fold` stretches the remainder, as upstream
+                x = x.repeat(1, 1, limit // frames, 1)
             return self._image_logits(x)
         if frames <= 2 * limit + 1:
             crop, hop = (frames - 1) // 2, (frames - 1) // 4
@@ -294,10 +314,10 @@ class HtsatNetwork(nn.Module):
 class HtsatTagger(nn.Module):
     """Waves [B, T] at 32 kHz -> AudioSet logits [B, 527]."""
 
-    def __init__(self, config: HtsatConfig = HtsatConfig()) -> None:
+    def __init__(self, config: HtsatConfig = HtsatConfig(), short_clips: str = "stretch") -> None:
         super().__init__()
         self.frontend = HtsatMel()
-        self.network = HtsatNetwork(config)
+        self.network = HtsatNetwork(config, short_clips)
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         return self.network(self.frontend(waves))
@@ -328,32 +348,42 @@ HTSAT_WEIGHTS = WeightSource("HTSAT_AudioSet_Saved_1.ckpt", url=None, sha256=Non
 RELEASE_PAGE = "https://github.com/RetroCirce/HTS-Audio-Transformer#model-checkpoints"
 
 
-def htsat_card() -> TeacherCard:
+_SHORT_CLIPS_DESCRIPTION = {
+    "stretch": "clips under 5.12 s stretched to 1024 frames (upstream forward())",
+    "tile": "clips under 5.12 s tiled floor(1024 / frames) times, then stretched (upstream inference(), predict.py)",
+}
+
+
+def htsat_card(short_clips: str = "stretch") -> TeacherCard:
     return TeacherCard(
-        name="htsat/audioset",
+        name=SHORT_CLIPS[short_clips],
         sample_rate=HtsatMelConfig.sample_rate,
         num_classes=HtsatConfig.num_classes,
         label_space="audioset",
-        frontend=HtsatMel().settings(),
+        frontend={**HtsatMel().settings(), "short_clips": short_clips},
         weights=HTSAT_WEIGHTS,
-        description="HTS-AT (Swin 96, depths 2-2-6-2, token-semantic head), 10.24 s images, longer inputs cropped",
+        description=(
+            "HTS-AT (Swin 96, depths 2-2-6-2, token-semantic head), 10.24 s images; "
+            f"{_SHORT_CLIPS_DESCRIPTION[short_clips]}; longer inputs cropped"
+        ),
     )
 
 
-def build_htsat(checkpoint: str | os.PathLike | None = None) -> TorchTeacher:
+def build_htsat(short_clips: str, checkpoint: str | os.PathLike | None = None) -> TorchTeacher:
     """HTS-AT with upstream's AudioSet weights (a Lightning .ckpt read with weights_only=True, or a state_dict)."""
     path = resolve_weights(HTSAT_WEIGHTS, checkpoint)
-    tagger = HtsatTagger()
+    tagger = HtsatTagger(short_clips=short_clips)
     load_htsat_weights(tagger, load_state_dict(path), str(path))
-    return TorchTeacher(htsat_card(), audioset_labels(), tagger, file_sha256(path))
+    return TorchTeacher(htsat_card(short_clips), audioset_labels(), tagger, file_sha256(path))
 
 
-def describe_htsat() -> TeacherEntry:
+def describe_htsat(short_clips: str) -> TeacherEntry:
     return TeacherEntry(
-        htsat_card(),
+        htsat_card(short_clips),
         partial(meta_parameter_count, HtsatNetwork, HtsatConfig()),
         weights_origin=f"manual: {RELEASE_PAGE}",
     )
 
 
-register_described("htsat/audioset", build_htsat, describe_htsat)
+for _mode, _name in SHORT_CLIPS.items():
+    register_described(_name, partial(build_htsat, _mode), partial(describe_htsat, _mode))

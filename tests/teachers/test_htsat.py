@@ -1,4 +1,5 @@
-"""HTS-AT: upstream checkpoint keys and shapes, the slaney mel front end, strict loading, and outputs on real audio."""
+"""HTS-AT: upstream checkpoint keys and shapes, the slaney mel front end, strict loading, outputs on real audio, and
+upstream's two paths for short clips (stretch, tile)."""
 
 from __future__ import annotations
 
@@ -93,6 +94,13 @@ def upstream_checkpoint(seed: int = 0) -> dict:
     return {"state_dict": sd, "epoch": 1}
 
 
+@pytest.fixture(scope="module")
+def checkpoint_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("htsat") / "htsat.ckpt"
+    torch.save(upstream_checkpoint(), path)
+    return path
+
+
 def test_network_keys_and_shapes_are_upstreams() -> None:
     with torch.device("meta"):
         ours = {k: tuple(v.shape) for k, v in HtsatNetwork().state_dict().items()}
@@ -113,15 +121,29 @@ def test_mel_bank_and_front_end_match_a_numpy_rederivation() -> None:
     torch.testing.assert_close(mel(wave)[0].double(), torch.from_numpy(expected), atol=2e-3, rtol=0)
 
 
-def test_lightning_checkpoint_loads_strictly_and_tags_a_real_clip(tmp_path: Path, shared_data: Path) -> None:
-    torch.save(upstream_checkpoint(), tmp_path / "htsat.ckpt")
-    teacher = TEACHERS.create("htsat/audioset", checkpoint=tmp_path / "htsat.ckpt")
+def test_lightning_checkpoint_loads_strictly_and_tags_a_real_clip(checkpoint_path: Path, shared_data: Path) -> None:
+    teacher = TEACHERS.create("htsat/audioset", checkpoint=checkpoint_path)
     wave = load_audio(shared_data / "clips" / "freesound_dog.wav", sample_rate=32000)[:96000]
     logits = teacher.logits(wave[None])
     assert logits.shape == (1, 527) and torch.isfinite(logits).all()
     batch = teacher.logits(torch.stack([wave, wave.flip(0)]))
     torch.testing.assert_close(batch[:1], logits, atol=1e-4, rtol=0)
     assert torch.isfinite(teacher.logits(wave[None, :300])).all()  # shorter than half an STFT window
+
+
+def test_tiled_name_follows_upstream_inference_on_short_clips(checkpoint_path: Path, shared_data: Path) -> None:
+    stretch = TEACHERS.create("htsat/audioset", checkpoint=checkpoint_path)
+    tile = TEACHERS.create("htsat/audioset-tiled", checkpoint=checkpoint_path)
+    assert (stretch.card.name, stretch.card.frontend["short_clips"]) == ("htsat/audioset", "stretch")
+    assert (tile.card.name, tile.card.frontend["short_clips"]) == ("htsat/audioset-tiled", "tile")
+    short = load_audio(shared_data / "clips" / "freesound_dog.wav", sample_rate=32000)[None, :96000]
+    assert (tile.logits(short) - stretch.logits(short)).abs().max() > 1e-2  # 3 s: 301 frames, 3 copies
+
+
+def test_clips_from_5_12_s_on_fill_one_image_at_most_once() -> None:
+    # 512 frames still tile twice into 1024; 513 frames tile once, where both paths are the same stretch.
+    mel = HtsatMel()
+    assert [mel(torch.zeros(1, n)).shape[1] for n in (512 * 320 - 1, 512 * 320)] == [512, 513]
 
 
 @pytest.mark.parametrize(
@@ -158,6 +180,24 @@ def test_any_length_gives_finite_logits(frames: int) -> None:
     with torch.no_grad():
         logits = network(torch.randn(2, frames, 16))
     assert logits.shape == (2, 5) and torch.isfinite(logits).all()
+
+
+def test_tiling_repeats_short_mels_whole_before_the_stretch() -> None:
+    stretch = HtsatNetwork(TINY).eval()
+    tile = HtsatNetwork(TINY, short_clips="tile").eval()
+    tile.load_state_dict(stretch.state_dict())
+    mel = torch.randn(2, 100, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        tiled = tile(mel)
+        torch.testing.assert_close(tiled, stretch(mel.repeat(1, 2, 1)))  # floor(256 / 100) = 2 copies
+        assert (tiled - stretch(mel)).abs().max() > 1e-3
+        torch.testing.assert_close(tile(mel[:, :64]), stretch(mel[:, :64].repeat(1, 4, 1)))
+        assert (tile(mel[:, :64]) - stretch(mel[:, :64])).abs().max() > 1e-3
+        for frames in (129, 256, 400):  # at most one copy fits, or the input is cropped: both paths agree
+            longer = torch.randn(2, frames, 16, generator=torch.Generator().manual_seed(frames))
+            torch.testing.assert_close(tile(longer), stretch(longer), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="short_clips"):
+        HtsatNetwork(TINY, short_clips="loop")
 
 
 def test_long_inputs_average_upstreams_crops() -> None:
