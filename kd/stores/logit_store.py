@@ -1,6 +1,6 @@
 """The Zarr v3 logit store (layout in docs/store.md).
 
-Rules that keep parallel writers safe (see DESIGN.md's Zarr facts): arrays and attributes are created only by the
+Rules that keep parallel writers safe (Zarr facts in docs/architecture.md): arrays and attributes are made only by the
 driver; a task writes whole shards (one block of clips) and nothing else; a block's `done` flag lives in its own chunk
 and is set only after the block's data is written; workers never touch attributes.
 """
@@ -28,7 +28,7 @@ from kd.manifest import Manifest
 from kd.views import ClipTable
 
 STORE_VERSION = 1
-# Measured best for top-k float16/int16 rows (DESIGN.md): zstd level 5 with byte shuffle.
+# Measured best for top-k float16/int16 rows (docs/architecture.md, docs/benchmarks.md): zstd level 5, byte shuffle.
 TOPK_CODEC = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
 ROWS_PER_CHUNK = 64
 
@@ -82,7 +82,7 @@ class TeacherGroup:
         return np.asarray(self.done[:], dtype=bool)
 
     def load(self) -> dict[str, np.ndarray]:
-        """All arrays in memory: a whole-array read is ~50x cheaper per row than row reads (DESIGN.md)."""
+        """All arrays in memory: a whole-array read is ~50x cheaper per row than row reads (docs/architecture.md)."""
         return {
             "logits": self.logits[:],
             "indices": self.indices[:],
