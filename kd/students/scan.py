@@ -14,7 +14,8 @@ Backends:
 - `reference`: one step per time index; exact recurrence, float64 capable, slow. The ground truth of the tests.
 - `chunked`: pure PyTorch, the default off CUDA. Time is cut into chunks of `CHUNK` steps; all chunks run their
   local recurrence side by side (a fixed, unrolled loop of `CHUNK` steps), the chunk-to-chunk carries come from
-  the same scan one level up, applied recursively. Work is linear in L and the Python loop count is fixed, so
+  the same scan one level up, applied recursively (`kd.students.linear_scan`, shared with the backward in
+  `kd.students.scan_grad`). Work is linear in L and the Python loop count is fixed, so
   `torch.onnx.export` traces it with a dynamic time axis. Decays only ever enter as `exp(x)` with x = delta*A or a
   sum of such terms (never a difference), so for A <= 0 no exponent is positive: large |A*delta| and long
   sequences underflow to exact zeros instead of overflowing, and nothing cancels.
@@ -30,12 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from kd.errors import ConfigError
-
-CHUNK = 64
-"""Time steps per chunk: each level of the chunked scan runs a loop of this many steps over all chunks at once."""
-
-TRACE_LEVELS = 4
-"""Levels used while tracing (ONNX export), so one exported graph serves any L up to CHUNK ** 4 (16.7 M steps)."""
+from kd.students.linear_scan import CHUNK, TRACE_LEVELS, levels_for, scan_chunks, tracing
+from kd.students.scan_grad import ChunkedScan
 
 SEGMENT_ELEMENTS = 1 << 18
 """Without autograd, scan at most about this many state elements (batch * dim * N * steps) at a time."""
@@ -120,10 +117,8 @@ def selective_scan_chunked(
     starting from the previous one's final state, so temporary memory stays bounded whatever L is.
     """
     batch, dim, length = u.shape
-    if torch.is_grad_enabled() and not _tracing() and not A.is_complex():
+    if torch.is_grad_enabled() and not tracing() and not A.is_complex():
         # Training: a hand-written backward (a reverse scan) instead of autograd through every unrolled step.
-        from kd.students.scan_grad import ChunkedScan
-
         compute = torch.float64 if u.dtype == torch.float64 else torch.float32
         delta = delta.to(compute)
         if delta_bias is not None:
@@ -133,7 +128,7 @@ def selective_scan_chunked(
         y = ChunkedScan.apply(u.to(compute), delta, A.to(compute), B.to(compute), C.to(compute))
         return _finish(y, u, D, z).to(u.dtype)
     segment = max(SEGMENT_MIN, SEGMENT_ELEMENTS // max(batch * dim * A.shape[1], 1))
-    if _tracing() or length <= segment:
+    if tracing() or length <= segment:
         y, _ = _chunked_segment(u, delta, A, B, C, D, z, delta_bias, delta_softplus, None)
         return y.to(u.dtype)
     out = torch.empty((batch, length, dim), dtype=u.dtype, device=u.device).transpose(1, 2)
@@ -165,7 +160,7 @@ def _chunked_segment(
     Everything is laid out time-chunk-first, [CHUNK, n_chunks, batch, groups, dim / groups, N], so that each
     unrolled step reads and writes contiguous memory. Without autograd the work is done in place.
     """
-    inplace = not (torch.is_grad_enabled() or _tracing())
+    inplace = not (torch.is_grad_enabled() or tracing())
     compute = torch.float64 if u.dtype == torch.float64 else torch.float32
     batch, dim, length = u.shape
     groups = _groups(B, C, dim)
@@ -196,7 +191,7 @@ def _chunked_segment(
     if state is not None:
         # The carried state enters through the first step: h_0 = exp(delta_0 * A) * state + x_0.
         x[0, 0] = x[0, 0] + decay[0, 0] * state
-    h = _scan_chunks(decay, x, TRACE_LEVELS if _tracing() else _levels_for(length), inplace)
+    h = scan_chunks(decay, x, TRACE_LEVELS if tracing() else levels_for(length), inplace)
     del decay, x
     last = h[(length - 1) % CHUNK, (length - 1) // CHUNK].clone()
     y = (h.mul_(Cx) if inplace and Cx.shape[-1] == 1 else h * Cx).sum(-1).reshape(CHUNK, n_chunks, batch, dim)
@@ -232,75 +227,6 @@ def _groups(B: torch.Tensor, C: torch.Tensor, dim: int) -> int:
 
 def _time_part(M: torch.Tensor, part: slice) -> torch.Tensor:
     return M if M.dim() == 2 else M[..., part]
-
-
-def linear_scan(log_a: torch.Tensor, x: torch.Tensor, levels: int | None = None) -> torch.Tensor:
-    """h_t = exp(log_a_t) * h_{t-1} + x_t along dim 0, from h_{-1} = 0; returns h with x's shape.
-
-    Args:
-        log_a: log-decays, shape of x; the result has no positive exponent when they are <= 0.
-        x: inputs [L, ...].
-        levels: chunk levels to use; by default as many as L needs (`TRACE_LEVELS` while tracing, so that an
-            exported graph has no length-dependent structure). L may not exceed CHUNK ** levels.
-    """
-    length = x.shape[0]
-    if levels is None:
-        levels = TRACE_LEVELS if _tracing() else _levels_for(length)
-    h = _scan_chunks(_to_chunks(torch.exp(log_a)), _to_chunks(x), levels, inplace=False)
-    return _from_chunks(h)[:length]
-
-
-def _levels_for(length: int) -> int:
-    levels, reach = 1, CHUNK
-    while reach < length:
-        levels, reach = levels + 1, reach * CHUNK
-    return levels
-
-
-def _to_chunks(t: torch.Tensor) -> torch.Tensor:
-    """[L, ...] -> [CHUNK, n_chunks, ...], zero-padded at the end, contiguous."""
-    length, rest = t.shape[0], t.shape[1:]
-    n_chunks = (length + CHUNK - 1) // CHUNK
-    t = torch.cat([t, t.new_zeros((n_chunks * CHUNK - length, *rest))])
-    return t.reshape(n_chunks, CHUNK, *rest).transpose(0, 1).contiguous()
-
-
-def _from_chunks(t: torch.Tensor) -> torch.Tensor:
-    """[CHUNK, n_chunks, ...] -> [n_chunks * CHUNK, ...]."""
-    return t.transpose(0, 1).reshape(-1, *t.shape[2:])
-
-
-def _scan_chunks(decay: torch.Tensor, x: torch.Tensor, levels: int, inplace: bool) -> torch.Tensor:
-    """h_t = decay_t * h_{t-1} + x_t over [CHUNK, n_chunks, ...] inputs (time = chunk index * CHUNK + step).
-
-    Decays are exp(delta * A) in [0, 1] and are only ever multiplied together, never divided or subtracted: values
-    shrink or underflow to exact zeros, nothing overflows or cancels. With `inplace`, x is overwritten by the
-    states and decay by its running products.
-    """
-    n_chunks = decay.shape[1]
-    if inplace:
-        for t in range(1, CHUNK):
-            x[t].addcmul_(decay[t], x[t - 1])
-            if levels > 1:
-                decay[t].mul_(decay[t - 1])
-        local, running = x, decay
-    else:
-        h, p = x[0], decay[0]
-        states, products = [h], [p]
-        for t in range(1, CHUNK):
-            h = torch.addcmul(x[t], decay[t], h)
-            states.append(h)
-            if levels > 1:
-                p = p * decay[t]
-                products.append(p)
-        local = torch.stack(states)
-        running = torch.stack(products) if levels > 1 else None
-    if levels == 1:
-        return local
-    # One level up, each chunk is one step: its decay is the product of its decays, its input its local end state.
-    ends = _from_chunks(_scan_chunks(_to_chunks(running[-1]), _to_chunks(local[-1]), levels - 1, inplace))
-    carry = torch.cat([torch.zeros_like(ends[:1]), ends[: n_chunks - 1]])  # the state entering each chunk
-    return local.addcmul_(running, carry[None]) if inplace else torch.addcmul(local, running, carry[None])
 
 
 def _prepare(
@@ -349,10 +275,6 @@ def _finish(y: torch.Tensor, u: torch.Tensor, D: torch.Tensor | None, z: torch.T
     if z is not None:
         y = y * F.silu(z.to(y.dtype))
     return y
-
-
-def _tracing() -> bool:
-    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
 
 
 def _mamba_ssm_unavailable() -> str | None:

@@ -8,15 +8,15 @@ gradient is the same kind of scan run backwards in time:
     g_h_t = C_t gy_t + a_{t+1} g_h_{t+1}                      (a reverse scan with the decays shifted by one)
     g_x_t = g_h_t,  g_(delta A)_t = g_h_t a_t h_{t-1}
 
-Both scans use `kd.students.scan.linear_scan` (exponents never positive). Bias, softplus, D and the z gate stay in
-autograd outside this function: they are elementwise and cheap.
+Both scans use `kd.students.linear_scan.linear_scan` (exponents never positive). Bias, softplus, D and the z gate
+stay in autograd outside this function: they are elementwise and cheap.
 """
 
 from __future__ import annotations
 
 import torch
 
-from kd.students.scan import linear_scan
+from kd.students.linear_scan import linear_scan
 
 
 def _time_first(B: torch.Tensor, batch: int, dim: int, length: int) -> torch.Tensor:

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from kd.errors import ConfigError
+from kd.students import linear_scan as chunk_core
 from kd.students import scan
+from kd.students.linear_scan import linear_scan
 from kd.students.scan import (
-    linear_scan,
     scan_backends,
     selective_scan,
     selective_scan_chunked,
@@ -104,7 +105,7 @@ def test_backward_matches_reference() -> None:
 
 
 def test_gradcheck_chunked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scan, "CHUNK", 4)  # 21 steps then span three chunk levels at gradcheck's small size
+    monkeypatch.setattr(chunk_core, "CHUNK", 4)  # 21 steps then span three chunk levels at gradcheck's small size
     args = {k: v.requires_grad_() for k, v in _inputs(21, batch=1, dim=4, n=1, bc="grouped").items()}
     names = list(args)
 
