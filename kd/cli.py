@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from kd.errors import KdError
@@ -17,11 +19,69 @@ app = typer.Typer(
     help="Offline knowledge distillation of audio taggers: dump teachers once, train students many times.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
 store_app = typer.Typer(help="Inspect and check logit stores.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
 console = Console()
+# Off a terminal (a pipe, a batch job's log) there is no width to fit: long lines stay whole for grep.
+console.soft_wrap = not console.is_terminal
+
+
+def _show(table: Table) -> None:
+    """Prints a table without cutting names or figures: cells wrap on a terminal; elsewhere lines are as wide as
+    the table needs."""
+    for column in table.columns:
+        column.overflow = "fold"
+    if console.is_terminal:
+        console.print(table)
+        return
+    width = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    Console(width=max(console.width, width), soft_wrap=True).print(table)
+
+
+# Choices the parser checks and --help lists; tests/test_cli.py checks each matches the library's own list.
+class Loss(StrEnum):
+    bce = "bce"
+    kl = "kl"
+
+
+class Combine(StrEnum):
+    prob = "prob"
+    logit = "logit"
+
+
+class Policy(StrEnum):
+    default = "default"
+    clean = "clean"
+    strong = "strong"
+
+
+class ExportFormat(StrEnum):
+    hf = "hf"
+    onnx = "onnx"
+
+
+class Pool(StrEnum):
+    max = "max"
+    mean = "mean"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from kd import __version__
+
+        print(f"kd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print kd's version and exit.")
+    ] = False,
+) -> None:
+    """Offline knowledge distillation of audio taggers: dump teachers once, train students many times."""
+
 
 LabelsOption = Annotated[
     Path | None,
@@ -55,14 +115,14 @@ def manifest_cmd(
         table.add_row("shortest / longest", f"{summary.shortest:.2f} s / {summary.longest:.2f} s")
     table.add_row("labelled clips", str(summary.labelled))
     table.add_row("distinct labels", str(len(manifest.label_counts)))
-    console.print(table)
+    _show(table)
     if manifest.label_counts:
         top = Table(title="most frequent labels")
         top.add_column("label")
         top.add_column("clips", justify="right")
         for label, count in manifest.label_counts.most_common(15):
             top.add_row(label, str(count))
-        console.print(top)
+        _show(top)
     if out is not None:
         console.print(f"wrote {write_manifest(manifest, out)}")
 
@@ -81,56 +141,120 @@ def _parse_checkpoints(values: list[str] | None, teachers: list[str]) -> dict[st
     return out
 
 
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML or JSON file of settings (a saved config.json works; a [COMMAND] table is used if present); "
+        "flags given here override it.",
+    ),
+]
+PrintConfigOption = Annotated[
+    bool, typer.Option("--print-config", help="Print the resolved settings as JSON (a valid --config) and exit.")
+]
+
+
+def _resolve_settings(
+    ctx: typer.Context, cls: type, config_file: Path | None, flags: dict, rename: dict[str, str]
+) -> tuple[dict, set[str]]:
+    """Merges flag defaults, the --config file and the flags given; returns the settings and the names the user set.
+
+    Args:
+        flags: the command's parameters by name; `rename` maps parameter names to `cls` field names.
+    """
+    from kd.config_files import checked_values, merge_settings, read_config_file
+
+    # By name: Typer vendors its own click, whose ParameterSource is not click's.
+    sources = {p: getattr(ctx.get_parameter_source(p), "name", "DEFAULT") for p in flags}
+    given = {rename.get(p, p) for p, source in sources.items() if source not in ("DEFAULT", "DEFAULT_MAP")}
+    values = {rename.get(p, p): _plain(v) for p, v in flags.items()}
+    file_values = {}
+    if config_file is not None:
+        file_values = checked_values(cls, read_config_file(config_file, ctx.info_name or ""), config_file)
+    return merge_settings(values, given, file_values)
+
+
+def _plain(value: object) -> object:
+    """A flag's value as a config field holds it: paths as strings, choices as their names."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def _require(settings: dict, names: dict[str, str]) -> None:
+    from kd.errors import ConfigError
+
+    missing = [flag for name, flag in names.items() if settings.get(name) in (None, [])]
+    if missing:
+        raise ConfigError(f"missing {', '.join(missing)}: give it on the command line or in --config")
+
+
 @app.command("dump-teachers")
 def dump_teachers_cmd(
-    manifest: Annotated[Path, typer.Argument(help="Manifest (CSV, TSV, JSONL) or directory of audio.")],
-    store: Annotated[Path, typer.Argument(help="Zarr store to create, resume or add teachers to.")],
-    teacher: Annotated[list[str], typer.Option("--teacher", "-t", help="Registered teacher name; repeat for more.")],
+    ctx: typer.Context,
+    manifest: Annotated[
+        Path | None, typer.Argument(help="Manifest (CSV, TSV, JSONL) or directory of audio.", show_default=False)
+    ] = None,
+    store: Annotated[
+        Path | None, typer.Argument(help="Zarr store to create, resume or add teachers to.", show_default=False)
+    ] = None,
+    teacher: Annotated[
+        list[str] | None, typer.Option("--teacher", "-t", help="Registered teacher name; repeat for more.")
+    ] = None,
     checkpoint: Annotated[
         list[str] | None, typer.Option("--checkpoint", help="Weights file, as PATH or TEACHER=PATH; repeatable.")
     ] = None,
-    views: Annotated[int, typer.Option(help="Augmented views per clip (view 0 is the clean clip).")] = 4,
+    views: Annotated[
+        int, typer.Option(help="Augmented views per clip (view 0 is the clean clip). Existing store: its own.")
+    ] = 4,
     k: Annotated[
-        int, typer.Option(help="Logits kept per view and teacher (top-k); larger than the classes = all.")
+        int,
+        typer.Option(
+            help="Logits kept per view and teacher (top-k); larger than the classes = all. Existing store: its largest."
+        ),
     ] = 50,
-    policy: Annotated[str, typer.Option(help="Augmentation policy: default, clean or strong.")] = "default",
+    policy: Annotated[Policy, typer.Option(help="Augmentation policy. Existing store: its own.")] = Policy.default,
     clip_seconds: Annotated[
-        float | None, typer.Option(help="View length in seconds (default: the policy's, 10 s).")
+        float | None,
+        typer.Option(help="View length in seconds (default: the policy's, 10 s). Existing store: its own."),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Views per teacher forward.")] = 16,
     workers: Annotated[
         int | None, typer.Option(help="DataLoader workers decoding and augmenting (default: cores - 1, at most 4).")
     ] = None,
     device: Annotated[str, typer.Option(help="Device for the teachers (cpu, cuda, cuda:1).")] = "cpu",
-    block_size: Annotated[int, typer.Option(help="Clips per block (the unit of work, resume and shards).")] = 512,
-    seed: Annotated[int, typer.Option(help="Base seed of the views.")] = 0,
+    block_size: Annotated[
+        int, typer.Option(help="Clips per block (the unit of work, resume and shards). Existing store: its own.")
+    ] = 512,
+    seed: Annotated[int, typer.Option(help="Base seed of the views. Existing store: its own.")] = 0,
     scheduler: Annotated[
         str | None, typer.Option(help="dask.distributed scheduler address, or local:N for a local cluster.")
     ] = None,
     skip_bad: Annotated[bool, typer.Option(help="Accept unreadable clips (recorded as failed) and exit 0.")] = False,
     labels: LabelsOption = None,
+    config_file: ConfigOption = None,
+    print_config: PrintConfigOption = False,
 ) -> None:
-    """Run teachers over augmented views of every clip and store their top-k logits (resumable, appendable)."""
-    from kd.dump import DumpConfig, dump_teachers
+    """Run teachers over augmented views of every clip and store their top-k logits (resumable, appendable).
 
-    config = DumpConfig(
-        manifest=str(manifest),
-        store=str(store),
-        teachers=teacher,
-        checkpoints=_parse_checkpoints(checkpoint, teacher),
-        views=views,
-        k=k,
-        policy=policy,
-        clip_seconds=clip_seconds,
-        batch_size=batch_size,
-        workers=workers,
-        device=device,
-        block_size=block_size,
-        seed=seed,
-        scheduler=scheduler,
-        skip_bad=skip_bad,
-        labels=str(labels) if labels else None,
+    On an existing store, --views, --seed, --block-size, --policy, --clip-seconds and --k default to the store's.
+    """
+    flags = {name: value for name, value in locals().items() if name not in ("ctx", "config_file", "print_config")}
+    from kd.config_files import config_json
+    from kd.dump import DumpConfig, dump_teachers, settings_from_store
+
+    settings, given = _resolve_settings(
+        ctx, DumpConfig, config_file, flags, {"teacher": "teachers", "checkpoint": "checkpoints"}
     )
+    _require(settings, {"manifest": "MANIFEST", "store": "STORE", "teachers": "--teacher"})
+    if not isinstance(settings["checkpoints"], dict):
+        settings["checkpoints"] = _parse_checkpoints(settings["checkpoints"], settings["teachers"])
+    config = DumpConfig(**settings_from_store(settings, given))
+    if print_config:
+        print(config_json(config))
+        return
     report = dump_teachers(config)
     for name, names in report.unmapped.items():
         console.print(f"[yellow]{name}: {len(names)} classes have no counterpart in the store: {', '.join(names)}")
@@ -145,8 +269,8 @@ def dump_teachers_cmd(
         table.add_column("reason")
         for failure in report.failures:
             table.add_row(failure.clip_id, str(failure.view), failure.reason)
-        console.print(table)
-        if not skip_bad:
+        _show(table)
+        if not config.skip_bad:
             Console(stderr=True).print(
                 "kd: error: some clips could not be read; fix them and rerun, or pass --skip-bad"
             )
@@ -168,7 +292,7 @@ def store_info_cmd(store: Annotated[Path, typer.Argument(help="A logit store.")]
     )
     table.add_row("blocks", f"{opened.num_blocks} of {opened.block_size} clips")
     table.add_row("manifest", str(opened.attrs["manifest"]["source"]))
-    console.print(table)
+    _show(table)
     summary = Table(title="teachers")
     for column in ("teacher", "k", "rate", "complete", "failed views", "bytes/clip-view", "uncovered", "sha256"):
         summary.add_column(column)
@@ -183,7 +307,7 @@ def store_info_cmd(store: Annotated[Path, typer.Argument(help="A logit store.")]
             str(t.uncovered),
             t.checkpoint_sha256[:12],
         )
-    console.print(summary)
+    _show(summary)
 
 
 @store_app.command("verify")
@@ -201,15 +325,22 @@ def store_verify_cmd(store: Annotated[Path, typer.Argument(help="A logit store."
 
 @app.command("train-student")
 def train_student_cmd(
-    store: Annotated[Path, typer.Argument(help="Logit store made by `kd dump-teachers`.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory: checkpoints, config, metrics.jsonl.")],
+    ctx: typer.Context,
+    store: Annotated[
+        Path | None, typer.Argument(help="Logit store made by `kd dump-teachers`.", show_default=False)
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run directory: checkpoints, config, metrics.jsonl.")
+    ] = None,
     student: Annotated[str, typer.Option(help="Registered student (see `kd students`).")] = "dass-tiny",
     teachers: Annotated[
         str | None, typer.Option(help="Ensemble as NAME[:WEIGHT],... from the store's teachers (default: all, equal).")
     ] = None,
     temperature: Annotated[float, typer.Option(help="Temperature applied to teacher logits.")] = 1.0,
-    combine: Annotated[str, typer.Option(help="Combine teachers by mean of probabilities (prob) or logits.")] = "prob",
-    loss: Annotated[str, typer.Option(help="bce (multi-label soft targets) or kl (over classes).")] = "bce",
+    combine: Annotated[
+        Combine, typer.Option(help="Combine teachers by mean of probabilities (prob) or logits.")
+    ] = Combine.prob,
+    loss: Annotated[Loss, typer.Option(help="bce (multi-label soft targets) or kl (over classes).")] = Loss.bce,
     label_weight: Annotated[
         float, typer.Option(help="Weight of ground-truth labels from the manifest (0 = none).")
     ] = 0.0,
@@ -237,40 +368,20 @@ def train_student_cmd(
         Path | None, typer.Option(help="Where the store's relative clip paths live now (if moved).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt if it exists.")] = False,
+    config_file: ConfigOption = None,
+    print_config: PrintConfigOption = False,
 ) -> None:
     """Train a student label-free from a logit store, with the teacher ensemble chosen now."""
+    flags = {name: value for name, value in locals().items() if name not in ("ctx", "config_file", "print_config")}
+    from kd.config_files import config_json
     from kd.train import TrainConfig, train_student
 
-    config = TrainConfig(
-        store=str(store),
-        out=str(out),
-        student=student,
-        teachers=teachers,
-        temperature=temperature,
-        combine=combine,
-        loss=loss,
-        label_weight=label_weight,
-        steps=steps,
-        batch_size=batch_size,
-        accumulate=accumulate,
-        lr=lr,
-        weight_decay=weight_decay,
-        warmup_steps=warmup_steps,
-        grad_clip=grad_clip,
-        ema_decay=ema_decay,
-        drop_path=drop_path,
-        workers=workers,
-        seed=seed,
-        checkpoint_every=checkpoint_every,
-        val_fraction=val_fraction,
-        val_every=val_every,
-        val_manifest=str(val_manifest) if val_manifest else None,
-        log_every=log_every,
-        device=device,
-        allow_partial=allow_partial,
-        audio_root=str(audio_root) if audio_root else None,
-        resume=resume,
-    )
+    settings, _ = _resolve_settings(ctx, TrainConfig, config_file, flags, {})
+    _require(settings, {"store": "STORE", "out": "--out"})
+    config = TrainConfig(**settings)
+    if print_config:
+        print(config_json(config))
+        return
     result = train_student(config)
     console.print(f"{result.out}: step {result.step}, loss {result.last_loss:.4f}, {result.seconds:.1f} s")
     for key, value in result.validation.items():
@@ -303,7 +414,7 @@ def teachers_cmd(
             present,
             row.description,
         )
-    console.print(table)
+    _show(table)
 
 
 @app.command("students")
@@ -318,9 +429,29 @@ def students_cmd() -> None:
     for name in student_names():
         model = create_student(name)
         table.add_row(name, f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M", str(model.sample_rate))
-    console.print(table)
+    _show(table)
     for backend, reason in scan_backends().items():
         console.print(f"scan backend {backend}: " + ("[green]available[/]" if reason is None else f"[yellow]{reason}"))
+
+
+@app.command("env")
+def env_cmd(
+    json_out: Annotated[bool, typer.Option("--json", help="Print the same as one JSON object.")] = False,
+) -> None:
+    """Versions (kd, torch, torchaudio, zarr, ...), devices, scan backends and why one is unavailable, cache dirs."""
+    import json
+
+    from kd.environment import describe_environment
+
+    sections = describe_environment()
+    if json_out:
+        print(json.dumps(sections, indent=1))
+        return
+    for title, rows in sections.items():
+        table = Table(title=title, show_header=False, title_justify="left")
+        for key, value in rows.items():
+            table.add_row(key, value)
+        _show(table)
 
 
 ModelArgument = Annotated[
@@ -357,7 +488,7 @@ def eval_cmd(
     table.add_row("classes scored", f"{m.classes_scored} ({m.classes_without_positives} without positives left out)")
     if report.unresolved:
         table.add_row("labels the model lacks", ", ".join(f"{k} ({v})" for k, v in report.unresolved.items()))
-    console.print(table)
+    _show(table)
     rows = sorted(report.to_json()["per_class"], key=lambda r: -r["ap"])
     shown = rows if len(rows) <= top else rows[: top // 2] + rows[-(top - top // 2) :]
     per_class = Table(title=f"per-class AP ({len(shown)} of {len(rows)} classes)")
@@ -366,7 +497,7 @@ def eval_cmd(
     for r in shown:
         auc = "-" if r["auc"] is None else f"{r['auc']:.3f}"
         per_class.add_row(r["label"], str(r["positives"]), f"{r['ap']:.3f}", auc)
-    console.print(per_class)
+    _show(per_class)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report.to_json(), indent=1), encoding="utf-8")
@@ -379,36 +510,59 @@ def predict_cmd(
     files: Annotated[list[Path], typer.Argument(help="Audio files of any length.")],
     checkpoint: ModelCheckpointOption = None,
     device: DeviceOption = "cpu",
-    top: Annotated[int, typer.Option(help="Tags shown per file.")] = 10,
+    top: Annotated[int, typer.Option(help="Tags shown (and written by --json/--csv) per file.")] = 10,
     window: Annotated[float, typer.Option(help="Window length in seconds (each is decoded on its own).")] = 10.0,
     hop: Annotated[float | None, typer.Option(help="Seconds between windows (default: the window).")] = None,
-    pool: Annotated[str, typer.Option(help="Clip-level score over windows: max or mean.")] = "max",
+    pool: Annotated[Pool, typer.Option(help="Clip-level score over windows.")] = Pool.max,
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write each file's clip-level tags as JSON here ('-': stdout only).")
+    ] = None,
+    csv_out: Annotated[
+        Path | None,
+        typer.Option("--csv", help="Write clip-level tags as CSV (file, rank, label, probability); '-': stdout only."),
+    ] = None,
     timeline: Annotated[Path | None, typer.Option(help="Write every window's scores (.csv or .json).")] = None,
     plot: Annotated[
         Path | None, typer.Option(help="PNG of the top tags over time (several files: PATH stem + index).")
     ] = None,
 ) -> None:
     """Top tags with probabilities for each file, by windowed inference in bounded memory."""
+    from kd.errors import ConfigError
     from kd.models import load_tagger
-    from kd.predict import plot_timeline, predict_file, write_timeline
+    from kd.predict import plot_timeline, predict_file, write_tags, write_timeline
 
+    outputs = {fmt: path for fmt, path in (("json", json_out), ("csv", csv_out)) if path is not None}
+    to_stdout = [fmt for fmt, path in outputs.items() if str(path) == "-"]
+    if len(to_stdout) > 1:
+        raise ConfigError("--json - and --csv - both write to stdout: send one of them to a file")
+    # With tags on stdout, everything else goes to stderr so the output stays parseable.
+    say = Console(stderr=True, soft_wrap=True) if to_stdout else console
     tagger = load_tagger(model, checkpoint, device)
     predictions = []
     for i, path in enumerate(files):
-        prediction = predict_file(tagger, path, window, hop, pool, batch_size)
+        prediction = predict_file(tagger, path, window, hop, pool.value, batch_size)
         predictions.append(prediction)
-        table = Table(title=f"{path} ({len(prediction.spans)} windows, {pool} pooled)")
-        table.add_column("tag")
-        table.add_column("probability", justify="right")
-        for label, prob in prediction.top(top):
-            table.add_row(label, f"{prob:.3f}")
-        console.print(table)
+        if not to_stdout:
+            table = Table(title=f"{path} ({len(prediction.spans)} windows, {pool.value} pooled)")
+            table.add_column("tag")
+            table.add_column("probability", justify="right")
+            for label, prob in prediction.top(top):
+                table.add_row(label, f"{prob:.3f}")
+            _show(table)
         if plot is not None:
             target = plot if len(files) == 1 else plot.with_name(f"{plot.stem}-{i}{plot.suffix}")
-            console.print(f"wrote {plot_timeline(prediction, target, top=min(top, 8))}")
+            say.print(f"wrote {plot_timeline(prediction, target, top=min(top, 8))}")
+    for fmt, path in outputs.items():
+        if str(path) == "-":
+            write_tags(predictions, sys.stdout, fmt, top)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as f:
+            write_tags(predictions, f, fmt, top)
+        say.print(f"wrote {path}")
     if timeline is not None:
-        console.print(f"wrote {write_timeline(predictions, timeline)}")
+        say.print(f"wrote {write_timeline(predictions, timeline)}")
 
 
 @app.command("niah")
@@ -464,7 +618,7 @@ def niah_cmd(
             "-" if row.peak_rss_gb is None else f"{row.peak_rss_gb:.2f}",
             row.status,
         )
-    console.print(table)
+    _show(table)
     console.print(f"wrote {out / 'niah.json'} and {plot_niah(report, out / 'niah.png')}")
 
 
@@ -480,14 +634,14 @@ def _floats(text: str, flag: str) -> list[float]:
 @app.command("export")
 def export_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Student checkpoint made by kd train-student.")],
-    format: Annotated[str, typer.Option("--format", help="hf (Hugging Face directory) or onnx.")],
+    format: Annotated[ExportFormat, typer.Option("--format", help="hf (Hugging Face directory) or onnx.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory (hf) or .onnx file.")],
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
 ) -> None:
     """Export a trained student to a Hugging Face directory or an ONNX file with a dynamic time axis."""
     from kd.export import export_student
 
-    console.print(f"wrote {export_student(checkpoint, format, out, opset=opset)}")
+    console.print(f"wrote {export_student(checkpoint, format.value, out, opset=opset)}")
 
 
 def main() -> None:

@@ -2,29 +2,35 @@
 
 Work is split into blocks of clips (one shard of every teacher array). A block is computed as a fixed sequence of
 batches, so its bytes do not depend on what else runs: a resumed, a distributed and an uninterrupted dump write the
-same store. The driver creates every array; a block's writer holds a lock file for it, writes its shards, then sets
-its done flag.
+same store. The driver creates every array; how a block is claimed, written and marked done is the store's protocol
+(`kd.stores.blocks`): this module only decides which blocks run, and where.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
+import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from kd.audio import resample
-from kd.augment import AugmentPolicy, draw_view, policy_by_name
+from kd.augment import POLICIES, AugmentPolicy, draw_view, policy_by_name
+from kd.devices import check_device
 from kd.errors import AudioError, ConfigError, KdError
 from kd.labels import audioset_labels
 from kd.manifest import load_manifest
-from kd.stores.logit_store import LogitStore, TeacherGroup, create_store, teacher_key
+from kd.stores.blocks import BlockBuffer, BlockLocks, all_done, pending_teachers
+from kd.stores.logit_store import LogitStore, create_store, remove_leftovers, store_exists
 from kd.teachers import Teacher, create_teacher
 from kd.views import ClipTable, render_view
+
+MIN_CLIP_SECONDS, MAX_CLIP_SECONDS = 0.1, 3600.0
+SCHEDULER_ADDRESS = re.compile(r"((tcp|tls|ucx|ws|wss)://)?[\w.\-\[\]:]+:\d{1,5}")
 
 
 @dataclass
@@ -62,18 +68,71 @@ class DumpConfig:
             ("batch_size", self.batch_size, 1),
             ("block_size", self.block_size, 1),
             ("workers", self.workers, 0),
+            ("seed", self.seed, 0),
         ):
-            if value < low:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+            if not isinstance(value, int) or value < low:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number of at least {low}, got {value}")
+        if self.clip_seconds is not None and not MIN_CLIP_SECONDS <= self.clip_seconds <= MAX_CLIP_SECONDS:
+            raise ConfigError(
+                f"--clip-seconds must be between {MIN_CLIP_SECONDS:g} and {MAX_CLIP_SECONDS:g}, got {self.clip_seconds}"
+            )
+        if self.scheduler is not None:
+            check_scheduler(self.scheduler)
+        if self.scheduler is None or self.scheduler.startswith("local:"):
+            # A remote cluster's workers may have devices this machine lacks: only a local run is checked here.
+            check_device(self.device)
         unknown = set(self.checkpoints) - set(self.teachers)
         if unknown:
             raise ConfigError(f"--checkpoint given for teachers not being dumped: {sorted(unknown)}")
+
+
+def check_scheduler(address: str) -> None:
+    """Refuses a `--scheduler` that is neither `local:N` (N >= 1) nor a dask address such as tcp://HOST:PORT."""
+    if address.startswith("local:"):
+        n = address.split(":", 1)[1]
+        if not n.isdigit() or int(n) < 1:
+            raise ConfigError(f"--scheduler {address!r}: local:N needs N >= 1 worker processes")
+    elif not SCHEDULER_ADDRESS.fullmatch(address):
+        raise ConfigError(f"--scheduler {address!r}: expected local:N or a scheduler address such as tcp://HOST:8786")
 
 
 def default_workers() -> int:
     """Decoding workers that leave a core to the teacher: 1 on a 2-core machine (measured best there, see
     docs/benchmarks.md), up to 4."""
     return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def settings_from_store(settings: dict, given: set[str]) -> dict:
+    """`settings` (DumpConfig fields) with those the user did not give taken from the store they name, if it exists.
+
+    A store fixes its views, seed, block size, policy and clip length; k defaults to the largest stored teacher's.
+    So adding a teacher needs no repeated flags, and only an explicit value that contradicts the store is refused.
+    """
+    path = settings["store"]
+    if not Path(path, "zarr.json").is_file():
+        return settings
+    store = LogitStore(path)
+    fixed = {
+        "views": store.num_views,
+        "seed": int(store.attrs["base_seed"]),
+        "block_size": store.block_size,
+        "clip_seconds": store.policy.clip_seconds,
+    }
+    names = [n for n, p in POLICIES.items() if replace(p, clip_seconds=store.policy.clip_seconds) == store.policy]
+    if names:
+        fixed["policy"] = names[0]
+    conflicts = [
+        f"--{key.replace('_', '-')} {settings[key]} (store: {value})"
+        for key, value in fixed.items()
+        if key in given and settings[key] is not None and settings[key] != value
+    ]
+    if conflicts:
+        raise ConfigError(
+            f"{path} was made with other settings: {', '.join(conflicts)}; drop those flags or use a new store path"
+        )
+    ks = [store.teacher(n).k for n in store.teacher_names()]
+    defaults = {**fixed, **({"k": max(ks)} if ks else {})}
+    return {**settings, **{key: value for key, value in defaults.items() if key not in given}}
 
 
 @dataclass
@@ -132,6 +191,9 @@ def render_batch(plan: BlockPlan, items: list[tuple[int, int]]) -> dict:
             waves[row] = render_view(plan.table, clip, params, plan.policy)
         except (AudioError, ValueError) as e:
             failed[row], reasons[row] = True, str(e)
+            continue
+        if not torch.isfinite(waves[row]).all():
+            failed[row], reasons[row] = True, "the augmented view has non-finite samples"
     return {"items": items, "waves": waves, "failed": failed, "reasons": reasons}
 
 
@@ -173,120 +235,28 @@ def top_k(teacher: Teacher, index: torch.Tensor, num_classes: int, waves: torch.
     return {"logits": values.numpy(), "indices": indices.numpy(), "rest": rest.numpy()}
 
 
-class _BlockBuffer:
-    """Collects a block's batches for every teacher, then hands the arrays to the store."""
-
-    def __init__(self, store: LogitStore, block: int, teachers: list[str], ks: dict[str, int]) -> None:
-        rows = store.block_rows(block)
-        n, v = rows.stop - rows.start, store.num_views
-        self.first = rows.start
-        self.expected = n * v
-        self.seen = 0
-        self.data = {
-            name: {
-                "logits": np.full((n, v, ks[name]), np.nan, np.float16),
-                "indices": np.full((n, v, ks[name]), -1, np.int16),
-                "rest": np.full((n, v), np.nan, np.float16),
-                "failed": np.zeros((n, v), bool),
-            }
-            for name in teachers
-        }
-
-    def add(self, name: str, items: list[tuple[int, int]], out: dict, failed: np.ndarray) -> None:
-        data = self.data[name]
-        for row, (clip, view) in enumerate(items):
-            c = clip - self.first
-            if failed[row]:
-                data["failed"][c, view] = True
-                continue
-            data["logits"][c, view] = out["logits"][row]
-            data["indices"][c, view] = out["indices"][row]
-            data["rest"][c, view] = out["rest"][row]
-
-
 def compute_batch(
-    batch: dict, teachers: dict[str, tuple[Teacher, torch.Tensor, int]], buffer: _BlockBuffer, store: LogitStore
-) -> None:
+    batch: dict, teachers: dict[str, tuple[Teacher, torch.Tensor, int]], buffer: BlockBuffer, store: LogitStore
+) -> list[tuple[int, str]]:
+    """Runs each teacher on a rendered batch into `buffer`.
+
+    A teacher output that is not finite once stored (float16) is stored as a failed view, never as a valid one.
+
+    Returns:
+        (row, reason) for each such output.
+    """
+    outputs, failed, bad = {}, {}, []
+    unreadable = np.asarray(batch["failed"], dtype=bool)  # a DataLoader hands it over as a tensor
     for name, (teacher, index, k) in teachers.items():
         out = top_k(teacher, index, len(store.labels), batch["waves"], store.policy.sample_rate, k)
-        buffer.add(name, batch["items"], out, batch["failed"])
-    buffer.seen += len(batch["items"])
-
-
-def finish_block(
-    store: LogitStore, groups: dict[str, TeacherGroup], block: int, buffer: _BlockBuffer, mark_failed_done: bool
-) -> bool:
-    """Writes the block for each teacher; marks it done unless it has failures that were not accepted."""
-    has_failures = any(d["failed"].any() for d in buffer.data.values())
-    done = not has_failures or mark_failed_done
-    for name, data in buffer.data.items():
-        store.write_block(groups[name], block, data, done=done)
-    return done
-
-
-# -- locks ---------------------------------------------------------------------------------------------------------
-
-
-class BlockLocks:
-    """Lock files that keep two dumps from writing the same block; a dead holder's lock is taken over."""
-
-    def __init__(self, store_path: str, teacher_names: list[str]) -> None:
-        self.dir = Path(store_path) / ".kd-locks" / "+".join(sorted(teacher_key(t) for t in teacher_names))
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.me = f"{socket.gethostname()} {os.getpid()}"
-
-    def _path(self, block: int) -> Path:
-        return self.dir / f"block-{block:08d}.lock"
-
-    def claim(self, block: int) -> bool:
-        path = self._path(block)
-        for _ in range(3):
-            # Another dump's cleanup may remove the (empty) lock directory at any moment.
-            self.dir.mkdir(parents=True, exist_ok=True)
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileNotFoundError:
-                continue
-            except FileExistsError:
-                if not self._stale(path):
-                    return False
-                path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(self.me)
-            return True
-        return False
-
-    def held_elsewhere(self, block: int) -> bool:
-        path = self._path(block)
-        return path.exists() and not self._stale(path)
-
-    def release(self, block: int) -> None:
-        path = self._path(block)
-        if path.exists() and path.read_text() == self.me:
-            path.unlink()
-
-    def _stale(self, path: Path) -> bool:
-        try:
-            host, pid = path.read_text().split()
-        except (OSError, ValueError):
-            return True
-        if host != socket.gethostname():
-            return False
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
-
-    def cleanup(self) -> None:
-        for parent in (self.dir, self.dir.parent):
-            try:
-                parent.rmdir()
-            except OSError:
-                break
+        finite = np.isfinite(out["logits"].astype(np.float16)).all(axis=1)
+        if int((index >= 0).sum()) > k:
+            finite &= np.isfinite(out["rest"].astype(np.float16))
+        for row in np.flatnonzero(~finite & ~unreadable):
+            bad.append((int(row), f"teacher {name} gave non-finite logits (samples far outside [-1, 1]?)"))
+        outputs[name], failed[name] = out, unreadable | ~finite
+    buffer.add(batch["items"], outputs, failed)
+    return bad
 
 
 # -- the driver ----------------------------------------------------------------------------------------------------
@@ -300,7 +270,7 @@ def dump_teachers(config: DumpConfig) -> DumpReport:
     overrides = {} if config.clip_seconds is None else {"clip_seconds": config.clip_seconds}
     policy = policy_by_name(config.policy, **overrides)
     # An existing store carries its own label space and durations: no label file or header reads needed.
-    existing = LogitStore(config.store) if Path(config.store, "zarr.json").is_file() else None
+    existing = LogitStore(config.store) if store_exists(config.store) else None
     labels = existing.labels if existing else audioset_labels(config.labels)
     manifest = load_manifest(config.manifest, labels=labels, check_files=False)
     if not manifest.clips:
@@ -310,13 +280,23 @@ def dump_teachers(config: DumpConfig) -> DumpReport:
         name: create_teacher(name, checkpoint=config.checkpoints.get(name)).to(config.device)
         for name in config.teachers
     }
-    durations = existing.root["clips/duration"][:] if existing else _durations(manifest, config.progress)
+    mappings = {name: teacher.labels.map_to(labels) for name, teacher in built.items()}
+    for name, mapping in mappings.items():
+        if not mapping.covered.any():
+            raise ConfigError(
+                f"teacher {name!r} has no class in the store's label space ({labels.name}, {len(labels)} classes); "
+                "check --labels"
+            )
+    durations = existing.durations() if existing else _durations(manifest, config.progress)
     store = create_store(
         config.store, manifest, durations, labels, policy, config.views, config.seed, config.block_size
     )
+    remove_leftovers(config.store)
+    if existing:
+        _reread_unreadable(store, manifest, durations)
     teachers, groups, unmapped = {}, {}, {}
     for name, teacher in built.items():
-        mapping = teacher.labels.map_to(store.labels)
+        mapping = mappings[name]
         if mapping.unmapped_source:
             unmapped[name] = mapping.unmapped_source
         provenance = {
@@ -356,13 +336,13 @@ def dump_teachers(config: DumpConfig) -> DumpReport:
         while remaining:
             mine = [b for b in remaining if locks.claim(b)]
             # A block finished by another dump between our scan and our claim must not be written again.
-            for b in [b for b in mine if _all_done(groups, b)]:
+            for b in [b for b in mine if all_done(groups, b)]:
                 locks.release(b)
                 mine.remove(b)
             if mine:
                 runner = _run_distributed if config.scheduler else _run_local
                 computed += runner(config, store, plan, teachers, groups, mine, locks, failures, advance)
-            remaining = [b for b in remaining if b not in mine and not _all_done(groups, b)]
+            remaining = [b for b in remaining if b not in mine and not all_done(groups, b)]
             if remaining:
                 bar.update(task, info=f"waiting for {len(remaining)} blocks held by another dump")
                 time.sleep(0.5)
@@ -380,10 +360,6 @@ def dump_teachers(config: DumpConfig) -> DumpReport:
     )
 
 
-def _all_done(groups: dict[str, TeacherGroup], block: int) -> bool:
-    return all(bool(g.done[block]) for g in groups.values())
-
-
 def _run_local(config, store, plan, teachers, groups, blocks, locks, failures, advance) -> int:
     """Renders in DataLoader workers, runs teachers in this process, writes each block as it completes."""
     batches = [(b, items) for b in blocks for items in plan.batches(b)]
@@ -394,30 +370,34 @@ def _run_local(config, store, plan, teachers, groups, blocks, locks, failures, a
         prefetch_factor=4 if config.workers else None,
         persistent_workers=False,
     )
-    buffers: dict[int, _BlockBuffer] = {}
+    buffers: dict[int, BlockBuffer] = {}
     computed = 0
     for batch in loader:
         block = batch["block"]
         if block not in buffers:
             # Which teachers a block still needs is read once, when its first batch arrives.
-            pending = [n for n in teachers if not groups[n].done[block]]
-            buffers[block] = _BlockBuffer(store, block, pending, {n: teachers[n][2] for n in pending})
+            pending = pending_teachers({n: groups[n] for n in teachers}, block)
+            buffers[block] = BlockBuffer(store, block, {n: teachers[n][2] for n in pending})
         buffer = buffers[block]
         names = list(buffer.data)
-        compute_batch(batch, {n: teachers[n] for n in names}, buffer, store)
-        _collect_failures(plan, batch, failures)
+        bad = compute_batch(batch, {n: teachers[n] for n in names}, buffer, store)
+        _collect_failures(plan, batch, bad, failures)
         advance(len(batch["items"]))
-        if buffer.seen == buffer.expected:
-            if finish_block(store, {n: groups[n] for n in names}, block, buffers.pop(block), config.skip_bad):
+        if buffer.complete:
+            if buffers.pop(block).write({n: groups[n] for n in names}, config.skip_bad):
                 computed += 1
             locks.release(block)
     return computed
 
 
-def _collect_failures(plan: BlockPlan, batch: dict, failures: list[Failure]) -> None:
-    for (clip, view), bad, reason in zip(batch["items"], batch["failed"], batch["reasons"], strict=True):
-        if bad:
+def _collect_failures(plan: BlockPlan, batch: dict, bad: list[tuple[int, str]], failures: list[Failure]) -> None:
+    """Adds the batch's unreadable views and its non-finite teacher outputs (`bad`: row, reason) to `failures`."""
+    for (clip, view), unreadable, reason in zip(batch["items"], batch["failed"], batch["reasons"], strict=True):
+        if unreadable:
             failures.append(Failure(plan.ids[clip], view, reason))
+    for row, reason in bad:
+        clip, view = batch["items"][row]
+        failures.append(Failure(plan.ids[clip], view, reason))
 
 
 def _run_distributed(config, store, plan, teachers, groups, blocks, locks, failures, advance) -> int:
@@ -426,10 +406,7 @@ def _run_distributed(config, store, plan, teachers, groups, blocks, locks, failu
 
     scheduler = config.scheduler
     if scheduler.startswith("local:"):
-        try:
-            n = int(scheduler.split(":", 1)[1])
-        except ValueError:
-            raise ConfigError(f"--scheduler {scheduler!r}: expected local:N or a scheduler address") from None
+        n = int(scheduler.split(":", 1)[1])  # checked by DumpConfig
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster)
     else:
@@ -484,23 +461,34 @@ def _dump_block_task(
     """One block on a dask worker: the same batches, the same arithmetic, the same writes as the local path."""
     store = LogitStore(store_path, mode="a")
     groups = {n: store.teacher(n) for n in names}
-    pending = [n for n in names if not groups[n].done[block]]
+    pending = pending_teachers(groups, block)
     teachers = {}
     for name in pending:
         key = (name, checkpoints.get(name), device)
         if key not in _WORKER_TEACHERS:
             _WORKER_TEACHERS[key] = create_teacher(name, checkpoint=checkpoints.get(name)).to(device)
         teacher = _WORKER_TEACHERS[key]
-        mapping = np.asarray(groups[name].attrs["label_mapping"]["index"])
-        teachers[name] = (teacher, torch.as_tensor(mapping), groups[name].k)
-    buffer = _BlockBuffer(store, block, pending, {n: teachers[n][2] for n in pending})
+        teachers[name] = (teacher, torch.as_tensor(groups[name].label_index), groups[name].k)
+    buffer = BlockBuffer(store, block, {n: teachers[n][2] for n in pending})
     failures: list[Failure] = []
     for items in plan.batches(block):
         batch = render_batch(plan, items)
-        compute_batch(batch, teachers, buffer, store)
-        _collect_failures(plan, batch, failures)
-    ok = finish_block(store, {n: groups[n] for n in pending}, block, buffer, skip_bad)
+        _collect_failures(plan, batch, compute_batch(batch, teachers, buffer, store), failures)
+    ok = buffer.write({n: groups[n] for n in pending}, skip_bad)
     return ok, [(f.clip_id, f.view, f.reason) for f in failures], buffer.seen
+
+
+def _reread_unreadable(store: LogitStore, manifest, durations: np.ndarray) -> None:
+    """Reads again the headers of clips that were unreadable when the store was made: a fixed file then dumps."""
+    from kd.manifest import clip_duration
+
+    missing = np.flatnonzero(np.isnan(durations))
+    fixed = durations.copy()
+    for i in missing:
+        with contextlib.suppress(KdError):
+            fixed[i] = clip_duration(manifest.clips[i])
+    if not np.array_equal(fixed, durations, equal_nan=True):
+        store.set_durations(fixed)
 
 
 def _durations(manifest, progress: bool) -> np.ndarray:
