@@ -30,5 +30,19 @@ class StoreError(KdError):
     """A logit store is missing, incompatible or inconsistent."""
 
 
+class StoreDamaged(StoreError):
+    """Part of a store exists but cannot be read or holds impossible values; `detail` names the part."""
+
+    def __init__(self, store: object, detail: str) -> None:
+        super().__init__(
+            f"{store}: {detail}; the store is damaged: run `kd store verify {store}` and re-dump what it lists"
+        )
+        self.detail = detail
+
+
 class ConfigError(KdError):
     """A configuration value is out of range or contradicts another."""
+
+
+class TrainingError(KdError):
+    """Training cannot go on without damaging the run (for example a non-finite loss); nothing bad was written."""
