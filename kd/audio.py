@@ -16,6 +16,9 @@ import torchaudio
 
 from kd.errors import AudioError
 
+MAX_SAMPLE = 1e4
+"""Largest sample magnitude accepted (80 dB above full scale): beyond it a file is broken, not loud."""
+
 
 @dataclass(frozen=True)
 class AudioInfo:
@@ -36,6 +39,8 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     """Reads the header of `path`; raises AudioError for anything that is not complete, decodable audio."""
     path = Path(path)
     _check_file(path)
+    if path.suffix.lower() == ".mp3":
+        _check_mp3_start(path)
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as e:
@@ -78,6 +83,10 @@ def load_audio(
         raise AudioError(path, f"truncated: header promises {last - first} frames, only {len(data)} decode")
     if not np.isfinite(data).all():
         raise AudioError(path, "contains NaN or infinite samples")
+    peak = float(np.abs(data).max(initial=0.0))
+    if peak > MAX_SAMPLE:
+        # Finite but absurd (float WAVs can hold anything): teachers' power spectra would overflow to inf/NaN.
+        raise AudioError(path, f"samples reach {peak:.3g}, far beyond full scale (1.0); rescale the file")
     wave = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
     return resample(wave, info.sample_rate, sample_rate) if sample_rate else wave
 
@@ -126,6 +135,20 @@ def _check_wav_complete(path: Path) -> None:
             offset += 8 + chunk_size + (chunk_size & 1)
 
 
+def _check_mp3_start(path: Path) -> None:
+    """Refuses a .mp3 that starts with neither an ID3 tag nor an MPEG frame header, before libmpg123 sees it (it
+    prints resync notes to the terminal and libsndfile then blames a pipe)."""
+    with path.open("rb") as f:
+        head = f.read(3)
+    if head != b"ID3" and not (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        raise AudioError(path, "not an MP3 file (no ID3 tag or MPEG frame header at the start)")
+
+
 def _reason(error: Exception) -> str:
     text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-    return text.split(": ", 1)[-1] if text.startswith("Error opening") else text
+    if text.startswith("Error opening"):
+        text = text.split(": ", 1)[-1]
+        # libsndfile says this for any format it cannot recognise; the file itself was checked to be regular.
+        if "possibly a pipe" in text:
+            return "format not recognised or file corrupt"
+    return text

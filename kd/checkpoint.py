@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +11,21 @@ import torch
 
 from kd.errors import WeightsError
 from kd.labels import LabelSpace
+from kd.leftovers import remove_dead, writer_tag
 
 CHECKPOINT_KIND = "kd-student"
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Writes `state` to a temporary file beside `path`, fsyncs it, then renames it over `path`."""
+    """Writes `state` to a temporary file beside `path`, fsyncs it, then renames it over `path`.
+
+    The temporary file is named after this process; ones left by writers that were killed are removed first.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_dead_temporaries(path)
+    tmp = str(path.parent / f".{path.name}.{writer_tag()}.tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"kind": CHECKPOINT_KIND, **state}, f)
@@ -32,6 +38,12 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
+def remove_dead_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Removes the temporary files of `path` (`.NAME.HOST-PID.tmp`) whose writer is provably dead (SIGKILLed)."""
+    path = Path(path)
+    return remove_dead(path.parent, f".{path.name}.{{tag}}.tmp")
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Loads a kd student checkpoint (weights_only: it holds tensors and plain values only)."""
     path = Path(path)
@@ -39,8 +51,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise WeightsError(f"{path}: checkpoint not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own text runs to several lines and suggests weights_only=False, which would run the file's code.
+        raise WeightsError(
+            f"{path}: refused: it holds Python objects other than tensors and plain values, which kd never writes "
+            "(not a kd checkpoint, possibly unsafe)"
+        ) from None
     except Exception as e:  # torch raises many types for a corrupt or foreign file
-        raise WeightsError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+        detail = (str(e).strip().splitlines() or [""])[0][:160]
+        raise WeightsError(f"{path}: not a readable checkpoint ({type(e).__name__}: {detail})") from None
     if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
         raise WeightsError(f"{path}: not a kd student checkpoint (made by `kd train-student`)")
     return state

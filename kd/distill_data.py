@@ -8,6 +8,7 @@ import torch
 from kd.audio import resample
 from kd.augment import apply_freq_masks, draw_view
 from kd.errors import StoreError
+from kd.stores.checks import check_loaded
 from kd.stores.logit_store import LogitStore
 from kd.stores.targets import EnsembleSpec, combine, expand_topk
 from kd.views import render_view
@@ -41,6 +42,7 @@ class DistillDataset(torch.utils.data.Dataset):
         self.num_classes = len(store.labels)
         self.arrays = []
         usable = np.ones((store.num_clips, store.num_views), dtype=bool)
+        loaded = {}
         for name in spec.names:
             group = store.teacher(name)
             done = group.done_blocks()
@@ -50,9 +52,12 @@ class DistillDataset(torch.utils.data.Dataset):
                     "finish the dump or pass --allow-partial"
                 )
             arrays = group.load()
+            loaded[name] = (arrays, done)
             block_done = np.repeat(done, store.block_size)[: store.num_clips]
             usable &= ~arrays["failed"] & block_done[:, None]
             self.arrays.append(arrays)
+        # Zarr reads a lost chunk as fill values that look like data: check everything loaded, cheaply, once.
+        check_loaded(store, spec.names, loaded)
         label_space = store.labels
         self.label_index = [
             [label_space.index(x) for x in labels if x in label_space] for labels in store.clip_labels()

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kd.errors import StoreDamaged
+from kd.stores.checks import clip_problems, seed_problems, teacher_problems
 from kd.stores.logit_store import LogitStore, teacher_key
 
 
@@ -54,50 +56,36 @@ def summarise_store(path: str) -> tuple[LogitStore, list[TeacherSummary]]:
 
 
 def verify_store(path: str) -> list[str]:
-    """Every inconsistency found (empty when the store is sound)."""
-    problems: list[str] = []
-    store = LogitStore(path)
-    n, v, c = store.num_clips, store.num_views, len(store.labels)
-    for name, shape in (("clips/id", (n,)), ("clips/path", (n,)), ("clips/duration", (n,)), ("views/seed", (n, v))):
-        if name not in store.root:
-            problems.append(f"missing array {name}")
-        elif store.root[name].shape != shape:
-            problems.append(f"{name} has shape {store.root[name].shape}, expected {shape}")
-    if problems:
-        return problems
-    ids = store.clip_ids()
-    if len(set(ids)) != len(ids):
-        problems.append("duplicate clip ids")
-    from kd.augment import view_seed
+    """Every inconsistency found (empty when the store is sound); each names the array it concerns.
 
-    expected = np.array([[view_seed(int(store.attrs["base_seed"]), i, j) for j in range(v)] for i in ids], np.uint64)
-    if not np.array_equal(store.seeds(), expected.reshape(n, v)):
-        problems.append("view seeds differ from those the store's base seed and clip ids give")
-    for name in store.teacher_names():
-        group = store.teacher(name)
-        k = group.k
-        done = group.done_blocks()
-        logits, indices, rest, failed = group.logits[:], group.indices[:], group.rest[:], group.failed[:]
-        covered = group.covered
-        for block in np.flatnonzero(done):
-            rows = store.block_rows(int(block))
-            ok = ~failed[rows]
-            lg, ix = logits[rows][ok], indices[rows][ok]
-            where = f"teacher {name!r} block {block}"
-            if not np.isfinite(lg).all():
-                problems.append(f"{where}: non-finite logits in views not marked failed")
-            if ((ix < 0) | (ix >= c)).any():
-                problems.append(f"{where}: class indices outside 0..{c - 1}")
-            elif not covered[ix].all():
-                problems.append(f"{where}: class indices the teacher does not cover")
-            if ix.size and (np.sort(ix, axis=-1)[..., 1:] == np.sort(ix, axis=-1)[..., :-1]).any():
-                problems.append(f"{where}: repeated class indices within a view")
-            if lg.size and (np.diff(lg.astype(np.float32), axis=-1) > 0).any():
-                problems.append(f"{where}: top-k logits not in descending order")
-            if int(covered.sum()) > k and not np.isfinite(rest[rows][ok]).all():
-                problems.append(f"{where}: missing fill values for the classes outside the top {k}")
-            if failed[rows].any() and np.isfinite(logits[rows][failed[rows]]).any():
-                problems.append(f"{where}: failed views hold logits")
-        if not done.all():
-            problems.append(f"teacher {name!r}: {int((~done).sum())} of {len(done)} blocks incomplete")
+    Beyond training's checks (kd.stores.checks) it recomputes every seed, checks the order and uniqueness of each
+    view's top-k, that failed views hold nothing, and that every block is done.
+    """
+    store = LogitStore(path)
+    problems: list[str] = []
+
+    def run(check, *args, **kwargs) -> list[str]:
+        try:
+            return check(*args, **kwargs)
+        except StoreDamaged as e:  # an array that cannot be read at all is one problem, the others still run
+            return [e.detail]
+
+    problems += run(clip_problems, store)
+    if not any(p.startswith("clips/id") for p in problems):
+        problems += run(lambda: seed_problems(store, store.clip_ids(), sample=None))
+    try:
+        names = store.teacher_names()
+    except StoreDamaged as e:
+        return [*problems, e.detail]
+    for name in names:
+        problems += run(_teacher, store, name)
+    return problems
+
+
+def _teacher(store: LogitStore, name: str) -> list[str]:
+    group = store.teacher(name)
+    done = group.done_blocks()
+    problems = teacher_problems(store, name, group.load(), done, full=True)
+    if not done.all():
+        problems.append(f"teacher {name!r}: {int((~done).sum())} of {len(done)} blocks incomplete")
     return problems

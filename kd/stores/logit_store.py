@@ -8,10 +8,10 @@ and is set only after the block's data is written; workers never touch attribute
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,20 +22,38 @@ from zarr.codecs import BloscCodec
 
 import kd
 from kd.augment import AugmentPolicy, view_seed
-from kd.errors import StoreError
+from kd.errors import KdError, StoreDamaged, StoreError
 from kd.labels import LabelMapping, LabelSpace
+from kd.leftovers import remove_dead, writer_tag
 from kd.manifest import Manifest
 from kd.views import ClipTable
 
 STORE_VERSION = 1
+REQUIRED_ATTRS = ("label_space", "policy", "num_views", "base_seed", "block_size", "num_clips", "audio_root")
 # Measured best for top-k float16/int16 rows (docs/architecture.md, docs/benchmarks.md): zstd level 5, byte shuffle.
 TOPK_CODEC = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
 ROWS_PER_CHUNK = 64
+TMP_DIR = ".kd-tmp"
+"""Inside a store, where teacher groups are built before their rename into `teachers/`."""
 
 
 def teacher_key(name: str) -> str:
     """Group name of a teacher: registry names contain '/', which would nest groups."""
     return name.replace("/", "--").replace(":", "~")
+
+
+def damaged(store_path: str, name: str, error: BaseException) -> StoreDamaged:
+    """The one-line error for an array or group that exists but cannot be read (a bad chunk, garbage metadata)."""
+    detail = (str(error).strip().splitlines() or [""])[0][:160]
+    return StoreDamaged(store_path, f"{name} cannot be read ({type(error).__name__}: {detail})")
+
+
+def read_array(store_path: str, group: zarr.Group, name: str, label: str | None = None) -> np.ndarray:
+    """`group[name]` read whole; any failure to decode it becomes one `damaged` line naming `label`."""
+    try:
+        return group[name][:]
+    except Exception as e:  # zarr, numcodecs and blosc raise many types for a damaged chunk or missing metadata
+        raise damaged(store_path, label or name, e) from None
 
 
 @dataclass
@@ -44,6 +62,7 @@ class TeacherGroup:
 
     name: str
     group: zarr.Group
+    store_path: str = ""
 
     @property
     def attrs(self) -> dict:
@@ -78,16 +97,22 @@ class TeacherGroup:
         """Which store classes this teacher has a logit for."""
         return np.asarray(self.attrs["covered"], dtype=bool)
 
+    @property
+    def label_index(self) -> np.ndarray:
+        """For each of the teacher's own classes, its store class or -1."""
+        return np.asarray(self.attrs["label_mapping"]["index"], dtype=np.int64)
+
+    def read(self, name: str) -> np.ndarray:
+        """One of the teacher's arrays, whole (a damaged one is a one-line StoreError naming it)."""
+        return read_array(self.store_path, self.group, name, f"teachers/{teacher_key(self.name)}/{name}")
+
     def done_blocks(self) -> np.ndarray:
-        return np.asarray(self.done[:], dtype=bool)
+        return np.asarray(self.read("done"), dtype=bool)
 
     def load(self) -> dict[str, np.ndarray]:
         """All arrays in memory: a whole-array read is ~50x cheaper per row than row reads (docs/architecture.md)."""
         return {
-            "logits": self.logits[:],
-            "indices": self.indices[:],
-            "rest": self.rest[:],
-            "failed": self.failed[:],
+            **{name: self.read(name) for name in ("logits", "indices", "rest", "failed")},
             "covered": self.covered,
         }
 
@@ -109,11 +134,19 @@ class LogitStore:
                 f"{path}: not a kd logit store of version {STORE_VERSION} (found {attrs.get('kd_store_version')})"
             )
         self.attrs = attrs
-        self.policy = AugmentPolicy.from_json(attrs["policy"])
-        self.labels = LabelSpace.from_json(attrs["label_space"])
-        self.num_views = int(attrs["num_views"])
-        self.block_size = int(attrs["block_size"])
-        self.num_clips = int(attrs["num_clips"])
+        missing = [key for key in REQUIRED_ATTRS if key not in attrs]
+        if missing:
+            raise StoreError(f"{path}: the store's attributes lack {', '.join(missing)}; the store is damaged")
+        try:
+            self.policy = AugmentPolicy.from_json(attrs["policy"])
+            self.labels = LabelSpace.from_json(attrs["label_space"])
+            self.num_views = int(attrs["num_views"])
+            self.block_size = int(attrs["block_size"])
+            self.num_clips = int(attrs["num_clips"])
+        except (KeyError, TypeError, ValueError, KdError) as e:
+            raise StoreError(f"{path}: the store's attributes are malformed ({type(e).__name__}: {e})") from None
+        if min(self.num_views, self.block_size) < 1 or self.num_clips < 0:
+            raise StoreError(f"{path}: the store's attributes are malformed (num_views, block_size or num_clips)")
 
     @property
     def num_blocks(self) -> int:
@@ -122,32 +155,54 @@ class LogitStore:
     def block_rows(self, block: int) -> slice:
         return slice(block * self.block_size, min(self.num_clips, (block + 1) * self.block_size))
 
+    def read(self, name: str) -> np.ndarray:
+        """An array of the clips or views table, whole (a damaged one is a one-line StoreError naming it)."""
+        return read_array(self.path, self.root, name)
+
     def clip_ids(self) -> list[str]:
-        return [str(s) for s in self.root["clips/id"][:]]
+        return [str(s) for s in self.read("clips/id")]
 
     def clip_labels(self) -> list[tuple[str, ...]]:
-        return [tuple(x for x in str(s).split(";") if x) for s in self.root["clips/labels"][:]]
+        return [tuple(x for x in str(s).split(";") if x) for s in self.read("clips/labels")]
+
+    def durations(self) -> np.ndarray:
+        """Clip durations from the headers; NaN where a clip was unreadable when last read."""
+        return self.read("clips/duration")
+
+    def set_durations(self, durations: np.ndarray) -> None:
+        """Driver only: records durations read again (a clip unreadable at creation may have been fixed since)."""
+        self.root["clips/duration"][:] = np.asarray(durations, dtype="float64")
 
     def clip_table(self, audio_root: str | os.PathLike | None = None) -> ClipTable:
         """Paths resolved against `audio_root` (default: the manifest's directory at dump time)."""
         root = Path(audio_root or self.attrs["audio_root"])
-        paths = [str(p) if Path(p).is_absolute() else str(root / p) for p in self.root["clips/path"][:]]
-        return ClipTable(paths=paths, starts=self.root["clips/start"][:], durations=self.root["clips/duration"][:])
+        paths = [str(p) if Path(p).is_absolute() else str(root / p) for p in self.read("clips/path")]
+        return ClipTable(paths=paths, starts=self.read("clips/start"), durations=self.durations())
 
     def seeds(self) -> np.ndarray:
-        return self.root["views/seed"][:]
+        return self.read("views/seed")
 
     def teacher_names(self) -> list[str]:
-        if "teachers" not in self.root:
-            return []
-        return sorted(g.attrs["name"] for _, g in self.root["teachers"].groups())
+        try:
+            if "teachers" not in self.root:
+                return []
+            return sorted(g.attrs["name"] for _, g in self.root["teachers"].groups())
+        except Exception as e:  # garbage or incomplete zarr.json in a teacher group
+            raise damaged(self.path, "teachers/", e) from None
 
     def teacher(self, name: str) -> TeacherGroup:
         key = f"teachers/{teacher_key(name)}"
-        if key not in self.root:
+        try:
+            group = self.root[key] if key in self.root else None
+            if group is not None:
+                # Provenance every reader needs: a group without it is damaged, not merely unusual.
+                int(group.attrs["k"]), group.attrs["covered"], group.attrs["label_mapping"]["index"]
+        except Exception as e:  # garbage zarr.json, or attributes missing
+            raise damaged(self.path, key, e) from None
+        if group is None:
             known = ", ".join(self.teacher_names()) or "none"
             raise StoreError(f"{self.path}: teacher {name!r} is not in this store (stored: {known})")
-        return TeacherGroup(name, self.root[key])
+        return TeacherGroup(name, group, self.path)
 
     def add_teacher(self, name: str, provenance: dict, mapping: LabelMapping, k: int) -> TeacherGroup:
         """Creates (driver only) a teacher's arrays; an existing group must have identical provenance."""
@@ -170,7 +225,7 @@ class LogitStore:
         final = f"{self.path}/teachers/{key}"
         if not _exists(final):
             _create_atomically(
-                final, lambda tmp: _build_teacher_group(tmp, self, k, attrs), tmp_dir=f"{self.path}/.kd-tmp"
+                final, lambda tmp: _build_teacher_group(tmp, self, k, attrs), tmp_dir=f"{self.path}/{TMP_DIR}"
             )
             self.root = zarr.open_group(self.path, mode="a", use_consolidated=False)
         existing = self.teacher(name)
@@ -220,7 +275,9 @@ def _create_atomically(final: str, build: Callable[[str], None], tmp_dir: str | 
     # Inside a store, temporary groups live outside `teachers/` so readers listing teachers never see them.
     parent = Path(tmp_dir) if tmp_dir else Path(final).parent
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(parent / f"{Path(final).name}.tmp-{socket.gethostname()}-{os.getpid()}")
+    # A creator killed before its rename left its temporary group; this name's owner is known dead only then.
+    remove_dead(parent, f"{Path(final).name}.tmp-{{tag}}")
+    tmp = str(parent / f"{Path(final).name}.tmp-{writer_tag()}")
     shutil.rmtree(tmp, ignore_errors=True)
     build(tmp)
     try:
@@ -259,7 +316,7 @@ def create_store(
         "block_size": block_size,
         "num_clips": len(records),
     }
-    if _exists(path):
+    if _exists(path) if "://" in path else store_exists(path):
         store = LogitStore(path, mode="a")
         _check_same_store(store, fingerprint, ids, [r["path"] for r in records])
         return store
@@ -268,6 +325,15 @@ def create_store(
         "kd_version": kd.__version__,
         "manifest": {"source": manifest.source, "num_clips": len(records)},
         "audio_root": str(manifest.root),
+        "clips_sha256": clips_digest(
+            {
+                "id": ids,
+                "path": [r["path"] for r in records],
+                "start": [r["start"] or 0.0 for r in records],
+                "end": [np.nan if r["end"] is None else r["end"] for r in records],
+                "labels": [";".join(r["labels"]) for r in records],
+            }
+        ),
     }
     _create_atomically(path, lambda tmp: _build_store(tmp, records, durations, base_seed, num_views, meta))
     store = LogitStore(path, mode="a")
@@ -306,6 +372,51 @@ def _build_store(
 
 def _exists(path: str) -> bool:
     return "://" in path or (Path(path) / "zarr.json").is_file()
+
+
+def store_exists(path: str | os.PathLike) -> bool:
+    """True when a local store is at `path`, False where one can be made; refuses a path that can be neither."""
+    path = Path(path)
+    if "://" in str(path) or (path / "zarr.json").is_file():
+        return "://" not in str(path)
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise StoreError(f"{path}: lies under {parent}, which is a file; give a store path in a folder")
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{path}: is a file, not a logit store; give a new folder path for the store")
+    if path.is_dir() and any(path.iterdir()):
+        raise StoreError(f"{path}: is a folder of other files, not a logit store; give a new or empty folder")
+    return False
+
+
+def remove_leftovers(path: str | os.PathLike) -> None:
+    """Removes what killed creators left at and in a store: temporary groups whose writer is provably dead."""
+    path = Path(path)
+    if "://" in str(path):
+        return
+    remove_dead(path.parent, f"{path.name}.tmp-{{tag}}")
+    tmp = path / TMP_DIR
+    remove_dead(tmp, "*.tmp-{tag}")
+    with contextlib.suppress(OSError):
+        tmp.rmdir()
+
+
+def clips_digest(columns: dict[str, object]) -> dict[str, str]:
+    """sha256 of each clips column as written (`id`, `path`, `labels`: strings; `start`, `end`: float64).
+
+    Durations are left out: a dump reads them again for clips that were unreadable. A lost or changed chunk of a
+    column shows as a mismatch (a lost chunk reads as the fill value, which can look like real data).
+    """
+    out = {}
+    for name, values in columns.items():
+        if name in ("start", "end"):
+            floats = np.asarray(values, dtype="<f8")
+            # NaN has several bit patterns: one, so a round trip through zarr hashes the same.
+            data = np.where(np.isnan(floats), np.nan, floats).astype("<f8").tobytes()
+        else:
+            data = "\x00".join(str(x) for x in values).encode("utf-8", "surrogateescape")
+        out[name] = hashlib.sha256(data).hexdigest()
+    return out
 
 
 def _check_same_store(store: LogitStore, fingerprint: dict, ids: list[str], paths: list[str]) -> None:

@@ -6,6 +6,7 @@ subset or weighting of stored teachers needs no new dump.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,10 +26,10 @@ class EnsembleSpec:
     def __post_init__(self) -> None:
         if not self.teachers:
             raise ConfigError("the ensemble needs at least one teacher")
-        if any(w <= 0 for _, w in self.teachers):
-            raise ConfigError(f"teacher weights must be positive: {dict(self.teachers)}")
-        if self.temperature <= 0:
-            raise ConfigError(f"--temperature must be positive, got {self.temperature}")
+        if not all(math.isfinite(w) and w > 0 for _, w in self.teachers):
+            raise ConfigError(f"teacher weights must be finite and positive: {dict(self.teachers)}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ConfigError(f"--temperature must be finite and positive, got {self.temperature}")
         if self.combine not in ("prob", "logit"):
             raise ConfigError(f"--combine must be 'prob' or 'logit', got {self.combine!r}")
 
