@@ -277,6 +277,92 @@ def dump_teachers_cmd(
             raise typer.Exit(1)
 
 
+@app.command("plan")
+def plan_cmd(
+    manifest: Annotated[Path, typer.Argument(help="Manifest (CSV, TSV, JSONL) or directory of audio.")],
+    teacher: Annotated[list[str], typer.Option("--teacher", "-t", help="Registered teacher name; repeat for more.")],
+    checkpoint: Annotated[
+        list[str] | None, typer.Option("--checkpoint", help="Weights file, as PATH or TEACHER=PATH; repeatable.")
+    ] = None,
+    views: Annotated[int, typer.Option(help="Augmented views per clip, as for dump-teachers.")] = 4,
+    k: Annotated[int, typer.Option(help="Logits kept per view and teacher, as for dump-teachers.")] = 50,
+    policy: Annotated[Policy, typer.Option(help="Augmentation policy.")] = Policy.default,
+    clip_seconds: Annotated[float | None, typer.Option(help="View length in seconds (default: the policy's).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Views per teacher forward.")] = 16,
+    workers: Annotated[
+        int | None, typer.Option(help="Decoding workers of the dump (default: cores - 1, at most 4).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="Device for the teachers and the student (cpu, cuda, cuda:1).")] = "cpu",
+    student: Annotated[str | None, typer.Option(help="Also estimate an epoch of training this student.")] = None,
+    student_batch_size: Annotated[int, typer.Option(help="Views per training step.")] = 16,
+    calibration_views: Annotated[int, typer.Option(help="Real views timed per teacher.")] = 8,
+    labels: LabelsOption = None,
+) -> None:
+    """Before a dump: store size, dump time, training memory and epoch time, from a short calibration here."""
+    from kd.plan import PlanConfig, format_bytes, format_seconds, plan_dump
+
+    plan = plan_dump(
+        PlanConfig(
+            manifest=str(manifest),
+            teachers=teacher,
+            checkpoints=_parse_checkpoints(checkpoint, teacher),
+            views=views,
+            k=k,
+            policy=policy.value,
+            clip_seconds=clip_seconds,
+            batch_size=batch_size,
+            workers=workers,
+            device=device,
+            labels=str(labels) if labels else None,
+            calibration_views=calibration_views,
+            student=student,
+            student_batch_size=student_batch_size,
+        )
+    )
+    title = (
+        f"plan: {plan.clips} clips x {plan.views} views = {plan.total_views} views on {plan.device}, "
+        f"{plan.workers} decoding workers (calibrated on {plan.calibration_views} real views)"
+    )
+    table = Table(title=title)
+    for column in ("teacher", "weights", "params", "k", "s / view", "dump time", "store", "store raw", "train memory"):
+        table.add_column(column, justify="left" if column in ("teacher", "weights") else "right")
+    for i, t in enumerate(plan.teachers):
+        table.add_row(
+            t.name,
+            "random (timing only)" if t.random_weights else "real",
+            "-" if t.parameters is None else f"{t.parameters / 1e6:.1f} M",
+            str(t.k),
+            f"{t.seconds_per_view:.3f}",
+            format_seconds(t.dump_seconds),
+            format_bytes(t.store_bytes),
+            format_bytes(t.store_bytes_raw),
+            format_bytes(t.training_bytes),
+            end_section=i == len(plan.teachers) - 1,
+        )
+    table.add_row(
+        "total",
+        "",
+        "",
+        "",
+        f"{sum(t.seconds_per_view for t in plan.teachers):.3f}",
+        format_seconds(plan.dump_seconds),
+        format_bytes(plan.store_bytes),
+        format_bytes(plan.store_bytes_raw),
+        format_bytes(plan.training_bytes),
+    )
+    _show(table)
+    console.print(
+        f"dump total: headers {format_seconds(plan.header_seconds)}, decoding {plan.decode_seconds_per_view:.3f} s "
+        f"per view over {plan.workers} workers, teachers as above (store totals include "
+        f"{format_bytes(plan.seeds_bytes)} of view seeds)"
+    )
+    if plan.epoch_seconds is not None:
+        console.print(
+            f"training {plan.student}: {plan.student_step_seconds_per_view:.3f} s per view per step, "
+            f"one epoch over every view {format_seconds(plan.epoch_seconds)} on {plan.device}"
+        )
+
+
 @store_app.command("info")
 def store_info_cmd(store: Annotated[Path, typer.Argument(help="A logit store.")]) -> None:
     """Summarise a store: clips, views, teachers, k, bytes per clip-view, completeness."""
@@ -321,6 +407,46 @@ def store_verify_cmd(store: Annotated[Path, typer.Argument(help="A logit store."
     if problems:
         raise typer.Exit(1)
     console.print(f"[green]✓[/] {store}: consistent")
+
+
+@store_app.command("report")
+def store_report_cmd(
+    store: Annotated[Path, typer.Argument(help="A logit store.")],
+    png: Annotated[Path | None, typer.Option(help="Write the report's figure here (PNG).")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write the report as markdown tables here.")] = None,
+) -> None:
+    """What the stored teachers are worth, before training: label mAP, agreement, calibration, entropy, coverage."""
+    from kd.stores.report import (
+        PAIR_COLUMNS,
+        TEACHER_COLUMNS,
+        pair_cells,
+        plot_report,
+        report_markdown,
+        store_report,
+        teacher_cells,
+    )
+
+    report = store_report(str(store))
+    title = f"store {store}: {report.clips} clips x {report.views} views, {report.labelled_clips} labelled"
+    table = Table(title=title)
+    for column in TEACHER_COLUMNS:
+        table.add_column(column, justify="left" if column == "teacher" else "right")
+    for t in report.teachers:
+        table.add_row(*teacher_cells(t))
+    _show(table)
+    if report.pairs:
+        pairs = Table(title="agreement between teachers")
+        for column in PAIR_COLUMNS:
+            pairs.add_column(column, justify="left" if column == "teacher" else "right")
+        for p in report.pairs:
+            pairs.add_row(*pair_cells(p))
+        _show(pairs)
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(report_markdown(report), encoding="utf-8")
+        console.print(f"wrote {markdown}")
+    if png is not None:
+        console.print(f"wrote {plot_report(report, png)}")
 
 
 @app.command("train-student")
