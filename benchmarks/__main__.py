@@ -29,6 +29,8 @@ BENCHMARKS = {
     "scan": "chunked vs sequential selective scan",
     "dass_duration": "DASS-small inference cost vs audio duration",
     "ensemble_swap": "one mn04+YAMNet dump, three students with different ensembles, no re-dump",
+    "teacher_costs": "every teacher family at real size: cost per view, memory, offline vs online step speed-up",
+    "plan_check": "kd plan's dump-time estimate against the real dump it describes",
 }
 
 
