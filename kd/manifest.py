@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -58,12 +60,13 @@ def load_manifest(source: str | os.PathLike, labels: LabelSpace | None = None, c
     source = Path(source)
     if source.is_dir():
         rows = [{"path": str(p.relative_to(source))} for p in _scan_audio(source)]
-        root = source
+        root = source.resolve()
         if not rows:
             raise ManifestError(f"{source}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found under this directory")
     elif source.is_file():
         rows = _read_rows(source)
-        root = source.parent
+        # Relative paths start in the folder the manifest path names, with symlinks followed (whatever the cwd).
+        root = source.absolute().parent.resolve()
     else:
         raise ManifestError(f"{source}: manifest not found (give a CSV, TSV or JSONL file, or a directory of audio)")
     problems: dict[str, list[str]] = {}
@@ -86,7 +89,7 @@ def load_manifest(source: str | os.PathLike, labels: LabelSpace | None = None, c
             counts[label] += 1
     if problems:
         raise ManifestError(f"{source}: " + "; ".join(_summarise(kind, items) for kind, items in problems.items()))
-    return Manifest(clips=clips, root=root.resolve(), source=str(source), label_counts=counts)
+    return Manifest(clips=clips, root=root, source=str(source), label_counts=counts)
 
 
 def write_manifest(manifest: Manifest, path: str | os.PathLike) -> Path:
@@ -109,7 +112,8 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike) -> Path:
 def _read_rows(path: Path) -> list[dict]:
     suffix = path.suffix.lower()
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (Excel's CSV) is not part of the first column's name.
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise ManifestError(f"{path}: cannot read manifest ({e})") from None
     if suffix in (".jsonl", ".ndjson"):
@@ -123,7 +127,8 @@ def _read_rows(path: Path) -> list[dict]:
         return rows
     if suffix not in (".csv", ".tsv"):
         raise ManifestError(f"{path}: unknown manifest type {suffix!r}; use .csv, .tsv or .jsonl, or a directory")
-    reader = csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ",")
+    # Not splitlines(): a quoted field may hold a newline (a file name with one, as write_manifest writes it).
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
     if reader.fieldnames is None or "path" not in reader.fieldnames:
         raise ManifestError(f"{path}: manifest needs a 'path' column (found {reader.fieldnames})")
     return list(reader)
@@ -142,13 +147,18 @@ def _parse_row(row: dict, line: int, root: Path, problems: dict[str, list[str]])
             f"line {line}: start={row.get('start')!r} end={row.get('end')!r}"
         )
         return None
-    if (start is not None and start < 0) or (start is not None and end is not None and end <= start):
+    if (
+        any(t is not None and not math.isfinite(t) for t in (start, end))
+        or (start is not None and start < 0)
+        or (end is not None and end <= (start or 0.0))
+    ):
         problems.setdefault("bad segments", []).append(f"line {line}: [{start}, {end})")
         return None
     labels = row.get("labels") or ()
     if isinstance(labels, str):
         labels = [label.strip() for label in labels.split(";")]
-    path = Path(rel) if Path(rel).is_absolute() else root / rel
+    # realpath: symlinks are followed before '..' applies, as the file system itself does.
+    path = Path(os.path.realpath(Path(rel) if Path(rel).is_absolute() else root / rel))
     clip_id = str(row.get("id") or "").strip() or _default_id(rel, start, end)
     return Clip(id=clip_id, path=str(path), start=start, end=end, labels=tuple(lb for lb in labels if lb))
 
@@ -172,11 +182,11 @@ def _scan_audio(root: Path) -> list[Path]:
 
 
 def _record(clip: Clip, root: Path) -> dict:
-    path = Path(clip.path)
+    path = Path(clip.path).resolve()
     try:
-        rel = path.resolve().relative_to(root).as_posix()
+        rel = path.relative_to(root.resolve()).as_posix()
     except ValueError:
-        rel = str(path)
+        rel = str(path)  # outside the root: absolute, never relative to the current directory
     return {"id": clip.id, "path": rel, "start": clip.start, "end": clip.end, "labels": list(clip.labels)}
 
 

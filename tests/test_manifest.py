@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +73,45 @@ def test_unknown_manifest_type(tmp_path):
     (tmp_path / "m.xlsx").write_text("x")
     with pytest.raises(ManifestError, match="unknown manifest type"):
         load_manifest(tmp_path / "m.xlsx")
+
+
+def test_paths_with_dots_and_symlinks_resolve_from_the_manifest_folder(shared_data, tmp_path, monkeypatch):
+    audio = tmp_path / "data" / "audio"
+    audio.mkdir(parents=True)
+    (audio / "x.wav").write_bytes((shared_data / "clips" / "tflite_speech.wav").read_bytes())
+    lists = tmp_path / "data" / "lists"
+    lists.mkdir()
+    (lists / "m.csv").write_text("path\n../audio/x.wav\n")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "m").symlink_to(lists)  # the manifest's folder reached through a symlink
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for source in (tmp_path / "m" / "m" / "m.csv", Path("../m/m/m.csv")):
+        manifest = load_manifest(source)
+        assert Path(manifest.clips[0].path) == (audio / "x.wav").resolve()
+        assert manifest.clips[0].id == "../audio/x.wav"
+        # Outside the manifest's folder a store records the absolute path, never one relative to the cwd.
+        assert manifest.to_records()[0]["path"] == str((audio / "x.wav").resolve())
+    written = write_manifest(load_manifest(tmp_path / "m" / "m" / "m.csv"), tmp_path / "out" / "again.csv")
+    assert Path(load_manifest(written).clips[0].path) == (audio / "x.wav").resolve()
+
+
+def test_byte_order_mark_and_newlines_in_file_names(shared_data, tmp_path):
+    (tmp_path / "a.wav").write_bytes((shared_data / "clips" / "tflite_speech.wav").read_bytes())
+    (tmp_path / "bom.csv").write_bytes("\ufeffpath,labels\na.wav,Speech\n".encode())
+    assert load_manifest(tmp_path / "bom.csv").clips[0].labels == ("Speech",)
+    odd = tmp_path / "audio" / "two\nlines.wav"
+    odd.parent.mkdir()
+    odd.write_bytes((tmp_path / "a.wav").read_bytes())
+    for suffix in (".csv", ".tsv", ".jsonl"):
+        written = write_manifest(load_manifest(tmp_path / "audio"), tmp_path / f"back{suffix}")
+        assert [Path(c.path).name for c in load_manifest(written).clips] == ["two\nlines.wav"]
+
+
+@pytest.mark.parametrize("segment", ["nan,", ",inf", "inf,", "1,nan", ",0", "-inf,2"])
+def test_non_finite_or_empty_segments_are_refused(tmp_path, segment):
+    (tmp_path / "a.wav").write_bytes(b"x")
+    (tmp_path / "m.csv").write_text(f"path,start,end\na.wav,{segment}\n")
+    with pytest.raises(ManifestError, match="bad segments"):
+        load_manifest(tmp_path / "m.csv", check_files=False)
