@@ -33,6 +33,10 @@ REQUIRED_ATTRS = ("label_space", "policy", "num_views", "base_seed", "block_size
 # Measured best for top-k float16/int16 rows (docs/architecture.md, docs/benchmarks.md): zstd level 5, byte shuffle.
 TOPK_CODEC = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
 ROWS_PER_CHUNK = 64
+# Zarr v3 dimension names, so xarray (open_zarr, open_datatree) and other readers label the axes.
+CLIP_DIMS = ("clip",)
+VIEW_DIMS = ("clip", "view")
+TOPK_DIMS = ("clip", "view", "rank")
 TMP_DIR = ".kd-tmp"
 """Inside a store, where teacher groups are built before their rename into `teachers/`."""
 
@@ -247,7 +251,7 @@ def _build_teacher_group(path: str, store: LogitStore, k: int, attrs: dict) -> N
     group = zarr.open_group(path, mode="w-")
     n, v, b = store.num_clips, store.num_views, store.block_size
     rows = min(ROWS_PER_CHUNK, b)
-    common = {"shards": (b, v, k), "chunks": (rows, v, k), "compressors": TOPK_CODEC}
+    common = {"shards": (b, v, k), "chunks": (rows, v, k), "compressors": TOPK_CODEC, "dimension_names": TOPK_DIMS}
     group.create_array("logits", shape=(n, v, k), dtype="float16", fill_value=np.nan, **common)
     group.create_array("indices", shape=(n, v, k), dtype="int16", fill_value=-1, **common)
     group.create_array(
@@ -258,9 +262,20 @@ def _build_teacher_group(path: str, store: LogitStore, k: int, attrs: dict) -> N
         shards=(b, v),
         chunks=(rows, v),
         compressors=TOPK_CODEC,
+        dimension_names=VIEW_DIMS,
     )
-    group.create_array("failed", shape=(n, v), dtype="bool", fill_value=False, shards=(b, v), chunks=(rows, v))
-    group.create_array("done", shape=(store.num_blocks,), dtype="bool", fill_value=False, chunks=(1,))
+    group.create_array(
+        "failed",
+        shape=(n, v),
+        dtype="bool",
+        fill_value=False,
+        shards=(b, v),
+        chunks=(rows, v),
+        dimension_names=VIEW_DIMS,
+    )
+    group.create_array(
+        "done", shape=(store.num_blocks,), dtype="bool", fill_value=False, chunks=(1,), dimension_names=("block",)
+    )
     group.attrs.update(attrs)
 
 
@@ -353,17 +368,26 @@ def _build_store(
         ("path", [r["path"] for r in records]),
         ("labels", [";".join(r["labels"]) for r in records]),
     ):
-        clips.create_array(name, shape=(n,), dtype=str, chunks=(max(1, n),))[:] = np.array(values, dtype=object)
+        clips.create_array(name, shape=(n,), dtype=str, chunks=(max(1, n),), dimension_names=CLIP_DIMS)[:] = np.array(
+            values, dtype=object
+        )
     for name, values in (
         ("start", [r["start"] or 0.0 for r in records]),
         ("end", [np.nan if r["end"] is None else r["end"] for r in records]),
         ("duration", durations),
     ):
-        clips.create_array(name, shape=(n,), dtype="float64", chunks=(max(1, n),))[:] = np.asarray(values, "float64")
+        clips.create_array(name, shape=(n,), dtype="float64", chunks=(max(1, n),), dimension_names=CLIP_DIMS)[:] = (
+            np.asarray(values, "float64")
+        )
     seeds = np.array([[view_seed(base_seed, i, v) for v in range(num_views)] for i in ids], dtype=np.uint64)
     views = root.create_group("views")
     seed_array = views.create_array(
-        "seed", shape=(n, num_views), dtype="uint64", chunks=(max(1, n), num_views), compressors=None
+        "seed",
+        shape=(n, num_views),
+        dtype="uint64",
+        chunks=(max(1, n), num_views),
+        compressors=None,
+        dimension_names=VIEW_DIMS,
     )
     seed_array[:] = seeds.reshape(n, num_views)
     root.create_group("teachers")
