@@ -78,6 +78,26 @@ class DistillDataset(torch.utils.data.Dataset):
         ]
         return combine(full, self.spec)
 
+    def mean_targets(self, max_rows: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean soft target and the mean label per class over (an even sample of at most `max_rows` of) the rows.
+
+        The student's output bias starts at the logit of this prior: from a zero bias every one of the hundreds of
+        mostly-empty classes starts at probability 0.5, and the first, input-independent gradient ("lower every
+        class") drags all features into one direction that the student then never leaves (ESC-50: a student that
+        outputs the teachers' average for every clip).
+        """
+        rows = [self.rows[i] for i in np.linspace(0, len(self.rows) - 1, min(max_rows, len(self.rows))).astype(int)]
+        clips, views = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+        full = [
+            expand_topk(a["logits"][clips, views], a["indices"][clips, views], a["rest"][clips, views], a["covered"])
+            for a in self.arrays
+        ]
+        targets, _ = combine(full, self.spec)
+        labels = torch.zeros(self.num_classes)
+        for clip in clips:
+            labels[self.label_index[clip]] += 1.0 / len(clips)
+        return targets.mean(0), labels
+
     def labels(self, clip: int, params) -> torch.Tensor:
         """Multi-hot ground truth; a mixed view's labels are weighted like its audio."""
         out = torch.zeros(self.num_classes)
