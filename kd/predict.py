@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -30,8 +32,8 @@ def window_spans(duration: float, window: float, hop: float) -> list[tuple[float
     A file shorter than `window` is one span; otherwise every span is exactly `window` long, so no short tail
     window (whose scores would be unreliable) is ever scored.
     """
-    if window <= 0 or hop <= 0:
-        raise ConfigError(f"window ({window}) and hop ({hop}) must be positive seconds")
+    if not (math.isfinite(window) and window > 0 and math.isfinite(hop) and hop > 0):
+        raise ConfigError(f"--window {window} and --hop {hop} must be finite, positive seconds")
     if duration <= window:
         return [(0.0, duration)]
     starts = list(np.arange(0.0, duration - window + 1e-9, hop))
@@ -95,7 +97,10 @@ def predict_file(
     """
     if pooling not in POOLINGS:
         raise ConfigError(f"--pool {pooling!r}: choose one of {', '.join(POOLINGS)}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     hop = window if hop is None else hop
+    window_spans(0.0, window, hop)  # checks window and hop before the file is opened
     spans, probs, batch = [], [], []
 
     def flush() -> None:
@@ -116,6 +121,30 @@ def predict_file(
     window_probs = np.concatenate(probs)
     clip_probs = window_probs.max(axis=0) if pooling == "max" else window_probs.mean(axis=0)
     return Prediction(str(path), np.array(spans), window_probs, pooling, clip_probs, tuple(tagger.labels.names))
+
+
+def clip_tags(prediction: Prediction, top: int) -> dict:
+    """The clip-level result of one file as plain data: its windows, pooling and top tags with probabilities."""
+    return {
+        "path": prediction.path,
+        "duration": float(prediction.spans[:, 1].max()) if len(prediction.spans) else 0.0,
+        "windows": len(prediction.spans),
+        "pooling": prediction.pooling,
+        "tags": [{"label": label, "probability": round(prob, 6)} for label, prob in prediction.top(top)],
+    }
+
+
+def write_tags(predictions: list[Prediction], out: TextIO, format: str, top: int) -> None:
+    """Writes each file's top clip-level tags to `out`: JSON (one object) or CSV (file, rank, label, probability)."""
+    if format == "json":
+        json.dump({"files": [clip_tags(p, top) for p in predictions]}, out, indent=1)
+        out.write("\n")
+        return
+    writer = csv.writer(out)
+    writer.writerow(["file", "rank", "label", "probability"])
+    for p in predictions:
+        for rank, (label, prob) in enumerate(p.top(top), start=1):
+            writer.writerow([p.path, rank, label, f"{prob:.6f}"])
 
 
 def write_timeline(predictions: list[Prediction], path: str | os.PathLike) -> Path:

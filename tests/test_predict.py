@@ -99,3 +99,35 @@ def test_cli_predict_short_and_long_files(long_file: Path, tmp_path: Path, share
     assert result.exit_code == 0, result.output
     assert (tmp_path / "p-0.png").is_file() and (tmp_path / "p-1.png").is_file()
     assert "15 windows" in result.output
+
+
+def test_predict_writes_clip_level_tags_as_json_and_csv(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from kd.cli import app
+    from tests.conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "clips.csv").is_file():
+        pytest.skip("real test data not found")
+    files = [str(SHARED_DATA / "clips" / n) for n in ("scaper_dogbark.wav", "tflite_speech.wav")]
+    args = ["predict", "toy/tiny16k", *files, "--top", "3", "--window", "2"]
+    runner = CliRunner()
+    written = runner.invoke(app, [*args, "--json", str(tmp_path / "t.json"), "--csv", str(tmp_path / "t.csv")])
+    assert written.exit_code == 0, written.output
+    data = json.loads((tmp_path / "t.json").read_text())
+    expected = [predict_file(load_tagger("toy/tiny16k"), f, window=2.0) for f in files]
+    assert [d["path"] for d in data["files"]] == files
+    for entry, prediction in zip(data["files"], expected, strict=True):
+        assert entry["windows"] == len(prediction.spans) and entry["pooling"] == "max"
+        assert [(t["label"], t["probability"]) for t in entry["tags"]] == [
+            (label, round(prob, 6)) for label, prob in prediction.top(3)
+        ]
+    rows = list(csv.DictReader((tmp_path / "t.csv").open()))
+    assert [(r["file"], r["rank"], r["label"]) for r in rows] == [
+        (f, str(rank), t["label"])
+        for f, e in zip(files, data["files"], strict=True)
+        for rank, t in enumerate(e["tags"], start=1)
+    ]
+    # On stdout alone, the output is parseable as is: no tables mixed in.
+    piped = runner.invoke(app, [*args, "--json", "-"])
+    assert piped.exit_code == 0 and json.loads(piped.stdout) == data
