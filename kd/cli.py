@@ -560,6 +560,15 @@ def students_cmd() -> None:
         console.print(f"scan backend {backend}: " + ("[green]available[/]" if reason is None else f"[yellow]{reason}"))
 
 
+@app.command("fetch-demo")
+def fetch_demo_cmd() -> None:
+    """Fetch the main job's small default set (14 real clips and the mn04 weights, sha256-pinned, from upstream)
+    into the kd cache when absent; prints the manifest's path."""
+    from kd.demo import fetch_demo
+
+    print(fetch_demo())
+
+
 @app.command("env")
 def env_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the same as one JSON object.")] = False,
