@@ -183,6 +183,19 @@ def _plain(value: object) -> object:
     return value
 
 
+def _teacher_paths(values: list[str] | None, flag: str) -> dict[str, str]:
+    """TEACHER=PATH pairs as a dict; anything else is a one-line error naming the flag."""
+    from kd.errors import ConfigError
+
+    pairs = {}
+    for value in values or []:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"{flag} {value!r}: expected TEACHER=PATH")
+        pairs[name] = path
+    return pairs
+
+
 def _require(settings: dict, names: dict[str, str]) -> None:
     from kd.errors import ConfigError
 
@@ -198,7 +211,8 @@ def dump_teachers_cmd(
         Path | None, typer.Argument(help="Manifest (CSV, TSV, JSONL) or directory of audio.", show_default=False)
     ] = None,
     store: Annotated[
-        Path | None, typer.Argument(help="Zarr store to create, resume or add teachers to.", show_default=False)
+        str | None,  # a string, not a Path: a URL (file:///..., s3://...) must reach zarr/fsspec unchanged
+        typer.Argument(help="Zarr store (path or fsspec URL) to create, resume or extend.", show_default=False),
     ] = None,
     teacher: Annotated[
         list[str] | None, typer.Option("--teacher", "-t", help="Registered teacher name; repeat for more.")
@@ -364,7 +378,7 @@ def plan_cmd(
 
 
 @store_app.command("info")
-def store_info_cmd(store: Annotated[Path, typer.Argument(help="A logit store.")]) -> None:
+def store_info_cmd(store: Annotated[str, typer.Argument(help="A logit store (path or fsspec URL).")]) -> None:
     """Summarise a store: clips, views, teachers, k, bytes per clip-view, completeness."""
     from kd.stores.inspect import summarise_store
 
@@ -397,7 +411,7 @@ def store_info_cmd(store: Annotated[Path, typer.Argument(help="A logit store.")]
 
 
 @store_app.command("verify")
-def store_verify_cmd(store: Annotated[Path, typer.Argument(help="A logit store.")]) -> None:
+def store_verify_cmd(store: Annotated[str, typer.Argument(help="A logit store (path or fsspec URL).")]) -> None:
     """Check a store's integrity; exits 1 on any inconsistency."""
     from kd.stores.inspect import verify_store
 
@@ -453,7 +467,7 @@ def store_report_cmd(
 def train_student_cmd(
     ctx: typer.Context,
     store: Annotated[
-        Path | None, typer.Argument(help="Logit store made by `kd dump-teachers`.", show_default=False)
+        str | None, typer.Argument(help="Logit store (path or URL) made by `kd dump-teachers`.", show_default=False)
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Run directory: checkpoints, config, metrics.jsonl.")
@@ -470,15 +484,27 @@ def train_student_cmd(
     label_weight: Annotated[
         float, typer.Option(help="Weight of ground-truth labels from the manifest (0 = none).")
     ] = 0.0,
+    head_prior: Annotated[
+        bool, typer.Option(help="Start the output bias at the logit of the mean target (keeps small students from collapsing).")
+    ] = True,
+    views: Annotated[
+        int | None, typer.Option(help="Train on the first V stored views of each clip (default: all; view 0 is clean).")
+    ] = None,
+    online: Annotated[
+        bool, typer.Option(help="Online KD baseline: run the teachers in the loop on fresh views each epoch.")
+    ] = False,
+    teacher_checkpoint: Annotated[
+        list[str] | None, typer.Option("--teacher-checkpoint", help="TEACHER=PATH weights for --online (repeatable).")
+    ] = None,
     steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 1000,
     batch_size: Annotated[int, typer.Option(help="Views per batch (per process).")] = 16,
     accumulate: Annotated[int, typer.Option(help="Batches per optimiser step.")] = 1,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 5e-4,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 2e-3,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (not on norms and biases).")] = 0.05,
-    warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps before cosine decay.")] = 100,
+    warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps before cosine decay.")] = 50,
     grad_clip: Annotated[float, typer.Option(help="Gradient norm clip.")] = 1.0,
-    ema_decay: Annotated[float, typer.Option(help="EMA decay of the weights (evaluation uses the EMA).")] = 0.999,
-    drop_path: Annotated[float, typer.Option(help="Stochastic depth rate of the student.")] = 0.1,
+    ema_decay: Annotated[float, typer.Option(help="EMA decay of the weights (evaluation uses the EMA).")] = 0.995,
+    drop_path: Annotated[float, typer.Option(help="Stochastic depth rate of the student.")] = 0.0,
     workers: Annotated[int, typer.Option(help="DataLoader workers (decode, replay, features).")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and data order.")] = 0,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 200,
@@ -501,6 +527,8 @@ def train_student_cmd(
     flags = {name: value for name, value in locals().items() if name not in ("ctx", "config_file", "print_config")}
     from kd.config_files import config_json
     from kd.train import TrainConfig, train_student
+
+    flags["teacher_checkpoints"] = _teacher_paths(flags.pop("teacher_checkpoint"), "--teacher-checkpoint")
 
     settings, _ = _resolve_settings(ctx, TrainConfig, config_file, flags, {})
     _require(settings, {"store": "STORE", "out": "--out"})
@@ -612,7 +640,10 @@ def eval_cmd(
 
     from kd.evaluate import evaluate
     from kd.models import load_tagger
+    from kd.outputs import check_output_file
 
+    if json_out is not None:
+        check_output_file(json_out, "--json")
     report = evaluate(load_tagger(model, checkpoint, device), manifest)
     m = report.metrics
     table = Table(title=f"{model} on {manifest}", show_header=False)
@@ -717,10 +748,19 @@ def niah_cmd(
     memory_limit_gb: Annotated[float | None, typer.Option(help="Address-space limit per duration (CPU).")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds allowed per duration (then: timeout).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the noise and background draws.")] = 0,
+    compare: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Another model on the same needles, in the same table and plot (e.g. the teacher of a student): "
+            "a checkpoint, a teacher name, or TEACHER=WEIGHTS; repeatable."
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Directory for niah.json and niah.png.")] = Path("niah"),
 ) -> None:
     """Audio Needle-In-A-Haystack (DASS paper): mAP of needles hidden in ever longer inputs, with time and memory."""
-    from kd.niah import NiahConfig, plot_niah, run_niah
+    from dataclasses import replace
+
+    from kd.niah import NiahConfig, compare_niah, model_label, plot_niah, run_niah
 
     config = NiahConfig(
         model=model,
@@ -739,22 +779,30 @@ def niah_cmd(
         timeout_s=timeout,
         seed=seed,
     )
-    report = run_niah(config, out)
-    title = f"Audio NIAH: {model}, {report.needles} needles x {len(config.positions)} positions, {haystack}"
+    if compare:
+        others = [value.partition("=") for value in compare]
+        configs = [config] + [replace(config, model=m, checkpoint=w or None) for m, _, w in others]
+        reports = compare_niah(configs, out)
+    else:
+        reports = [run_niah(config, out)]
+    title = f"Audio NIAH: {reports[0].needles} needles x {len(config.positions)} positions, {haystack}"
     table = Table(title=title)
-    for column in ("duration (s)", "mAP", "windowed mAP", "s / input", "peak RSS (GB)", "status"):
-        table.add_column(column, justify="left" if column == "status" else "right")
-    for row in report.rows:
-        table.add_row(
-            f"{row.duration:g}",
-            "-" if row.mAP is None else f"{row.mAP:.4f}",
-            "-" if row.windowed_mAP is None else f"{row.windowed_mAP:.4f}",
-            "-" if row.seconds_per_input is None else f"{row.seconds_per_input:.2f}",
-            "-" if row.peak_rss_gb is None else f"{row.peak_rss_gb:.2f}",
-            row.status,
-        )
+    columns = ("model", "duration (s)", "mAP", "windowed mAP", "s / input", "peak RSS (GB)", "status")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("model", "status") else "right")
+    for report in reports:
+        for row in report.rows:
+            table.add_row(
+                model_label(report.config.model),
+                f"{row.duration:g}",
+                "-" if row.mAP is None else f"{row.mAP:.4f}",
+                "-" if row.windowed_mAP is None else f"{row.windowed_mAP:.4f}",
+                "-" if row.seconds_per_input is None else f"{row.seconds_per_input:.2f}",
+                "-" if row.peak_rss_gb is None else f"{row.peak_rss_gb:.2f}",
+                row.status,
+            )
     _show(table)
-    console.print(f"wrote {out / 'niah.json'} and {plot_niah(report, out / 'niah.png')}")
+    console.print(f"wrote {out / 'niah.json'} and {plot_niah(reports, out / 'niah.png')}")
 
 
 def _floats(text: str, flag: str) -> list[float]:

@@ -256,3 +256,116 @@ def test_head_starts_at_the_prior_of_the_targets(mn04_store, tmp_path):
     expected = torch.logit(targets.clamp(1e-4, 1 - 1e-4))
     assert torch.allclose(run.model.head.bias, expected)
     assert not (tmp_path / "run").exists()  # setting up writes nothing
+
+
+def test_online_kd_runs_teachers_on_fresh_views_each_epoch(store, tmp_path):
+    from kd.online import OnlineDataset
+    from kd.train import setup_run
+
+    config = _config(store, tmp_path / "online", online=True, teachers="toy/tiny16k", steps=3)
+    run = setup_run(config)
+    data = run.train_data
+    assert isinstance(data, OnlineDataset) and len(data) == 6
+    first = data[2]
+    data.set_epoch(1)
+    again = data[2]
+    assert not torch.equal(first["waves"], again["waves"])  # a new view every epoch
+    data.set_epoch(0)
+    assert torch.equal(data[2]["waves"], first["waves"])  # ... that is a pure function of (seed, clip, epoch)
+    targets, mask = run.live_teachers.targets(first["waves"][None])
+    from kd.audio import resample
+
+    teacher = run.live_teachers.teachers[0][0]
+    live = teacher.logits(resample(first["waves"][None], run.store.policy.sample_rate, teacher.card.sample_rate))
+    assert mask.all() and torch.allclose(targets, torch.sigmoid(live), atol=1e-6)
+    result = train_student(config)
+    assert result.step == 3 and read_checkpoint(tmp_path / "online" / "last.pt")["config"]["online"]
+
+
+def test_existing_run_is_never_overwritten_without_resume(store, tmp_path):
+    out = tmp_path / "run"
+    train_student(_config(store, out, steps=2))
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    result = run_kd("train-student", str(store), "--out", str(out), "--steps", "2", "--workers", "0")
+    assert result.returncode == 2 and "--resume" in result.stderr and "new --out" in result.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--lr", "inf"], "--lr must be a finite number"),
+        (["--lr", "nan"], "--lr must be a finite number"),
+        (["--grad-clip", "-1"], "--grad-clip must be positive"),
+        (["--workers", "-2"], "--workers must be >= 0"),
+        (["--temperature", "0"], "--temperature must be positive"),
+        (["--views", "0"], "--views must be positive"),
+        (["--views", "9"], "the store has 2 views"),
+        (["--device", "cuda:7" if torch.cuda.is_available() else "cuda"], "--device"),
+        (["--device", "tpu"], "--device"),
+        (["--teacher-checkpoint", "oops"], "expected TEACHER=PATH"),
+    ],
+)
+def test_bad_numbers_and_devices_are_one_line(store, tmp_path, flags, message):
+    out = tmp_path / "run"
+    result = run_kd("train-student", str(store), "--out", str(out), "--steps", "2", "--warmup-steps", "1", *flags)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()  # nothing written before the settings are validated
+
+
+def test_non_finite_loss_stops_before_any_checkpoint_is_damaged(store, tmp_path, monkeypatch):
+    from kd.errors import TrainingError
+    from kd.train import KDLoss
+
+    out = tmp_path / "run"
+    train_student(_config(store, out, steps=2))
+    good = read_checkpoint(out / "last.pt")
+    calls = {"n": 0}
+    real = KDLoss.forward
+
+    def poisoned(self, *args):
+        calls["n"] += 1
+        loss = real(self, *args)
+        return loss * float("nan") if calls["n"] >= 2 else loss
+
+    monkeypatch.setattr(KDLoss, "forward", poisoned)
+    with pytest.raises(TrainingError, match=r"step 4: the loss is not finite"):
+        train_student(_config(store, out, steps=4, resume=True))
+    after = read_checkpoint(out / "last.pt")
+    assert after["step"] == good["step"] == 2
+    assert all(torch.equal(after["model"][k], good["model"][k]) for k in good["model"])
+
+
+def test_resume_follows_a_moved_run_and_another_spelling_of_the_store(store, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    train_student(_config(store, out, steps=2))
+    moved = tmp_path / "elsewhere" / "run"
+    moved.parent.mkdir()
+    shutil.move(out, moved)
+    relative = os.path.relpath(store, Path.cwd())
+    result = train_student(_config(Path(relative), moved, steps=4, resume=True))
+    assert result.step == 4
+    records = [json.loads(line) for line in (moved / "metrics.jsonl").read_text().splitlines()]
+    assert {"event": "resume", "step": 2} in records  # a reader can tell where the run was resumed
+    other = tmp_path / "other.zarr"  # another store with the same teachers and settings, over other clips
+    opened = LogitStore(store)
+    manifest = tmp_path / "other.csv"
+    manifest.write_text("path\n" + "".join(f"{p}\n" for p in opened.clip_table().paths[:4]))
+    dump_teachers(
+        DumpConfig(manifest=str(manifest), store=str(other), teachers=opened.teacher_names(), views=2, k=8,
+                   clip_seconds=2.0, block_size=2, workers=0, progress=False)
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="another store"):
+        train_student(_config(other, moved, steps=6, resume=True))
+
+
+def test_warnings_a_user_needs(store, tmp_path, capsys):
+    from kd.train import setup_run
+
+    setup_run(_config(store, tmp_path / "a", val_fraction=0.3, warmup_steps=10, steps=4))
+    err = capsys.readouterr().err
+    assert "clips held out for validation" in err and "--warmup-steps 10 >= --steps 4" in err

@@ -1,0 +1,304 @@
+"""The distillation study on real data: ESC-50 folds 1-3 -> fold 4, students from stored teachers against the
+teachers themselves, a label-only student and online KD.
+
+    python -m benchmarks.esc50_study                       # every configuration, resumes where it stopped
+    python -m benchmarks.esc50_study --steps 300 --only kd_mn04_v4,label_only
+    python -m benchmarks.esc50_study --report              # tables and curves from what is already trained
+
+One store holds mn04 and YAMNet over 16 views of each training clip; a configuration with V views trains on the
+first V of them (view 0 is the clean clip), which is exactly what a dump with --views V would have stored. Every
+student has the same architecture, steps, batch and seed, and is scored on fold 4 by label mAP (as `kd eval`) and
+by top-5 overlap with mn04's tags. Learning curves come from each run's fold-4 validation in metrics.jsonl. Writes
+docs/distillation.md (table) and docs/distillation-curves.png, and prints the best student's checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import SHARED_DATA as SHARED
+from benchmarks.common import markdown
+
+ESC50 = SHARED / "esc50"
+WEIGHTS = {
+    "efficientat/mn04_as": SHARED / "weights" / "efficientat_mn04_as.pt",
+    "yamnet": SHARED / "weights" / "yamnet.tflite",
+}
+MN04, YAMNET = "efficientat/mn04_as", "yamnet"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+@dataclass(frozen=True)
+class Study:
+    """One configuration: which teachers, how many stored views, labels or not, offline or online."""
+
+    name: str
+    teachers: str = MN04
+    views: int = 4
+    label_weight: float = 0.0
+    online: bool = False
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+CONFIGS = [
+    Study("label_only", views=4, label_weight=1.0, note="manifest labels only, no teacher"),
+    Study("kd_mn04_v4", note="offline KD from mn04, 4 views"),
+    Study("kd_yamnet_v4", teachers=YAMNET, note="offline KD from YAMNet, 4 views"),
+    Study("kd_ensemble_v4", teachers=f"{MN04}:1,{YAMNET}:1", note="offline KD from mn04 + YAMNet, 4 views"),
+    Study("kd_mn04_v1", views=1, note="offline KD from mn04, the clean view only"),
+    Study("kd_mn04_v16", views=16, note="offline KD from mn04, 16 views"),
+    Study("online_mn04", online=True, note="online KD: mn04 in the loop on fresh views every epoch"),
+]
+
+
+def write_manifests(out: Path, limit: int = 0) -> tuple[Path, Path]:
+    """Folds 1-3 (training, unlabelled use only through the store) and fold 4 (scoring), absolute paths; `limit`
+    keeps every n-th clip so that about `limit` clips remain per split (smoke runs)."""
+    rows = list(csv.DictReader(open(ESC50 / "esc50.csv")))
+    paths = []
+    for name, keep in (("train.csv", lambda f: f in "123"), ("fold4.csv", lambda f: f == "4")):
+        path = out / name
+        chosen = [r for r in rows if keep(r["fold"])]
+        if limit:
+            chosen = chosen[:: max(1, len(chosen) // limit)][:limit]
+        if not path.exists():
+            with open(path, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["path", "labels", "category"])
+                for r in chosen:
+                    writer.writerow([str(ESC50 / r["path"]), r["labels"], r["category"]])
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def dump(train: Path, store: Path, views: int) -> float:
+    from kd.dump import DumpConfig, dump_teachers
+
+    began = time.perf_counter()
+    dump_teachers(
+        DumpConfig(
+            manifest=str(train),
+            store=str(store),
+            teachers=[MN04, YAMNET],
+            checkpoints={k: str(v) for k, v in WEIGHTS.items()},
+            views=views,
+            clip_seconds=5.0,
+            block_size=128,
+        )
+    )
+    return time.perf_counter() - began
+
+
+def teacher_scores(fold4: Path, out: Path) -> dict[str, np.ndarray]:
+    """Each teacher's fold-4 probabilities in AudioSet order (cached), for label mAP and the agreement figures."""
+    from kd.evaluate import score_clips
+    from kd.labels import audioset_labels
+    from kd.manifest import load_manifest
+    from kd.models import load_tagger
+
+    cache = out / "teacher_fold4.npz"
+    if cache.exists():
+        return dict(np.load(cache))
+    clips = [c for c in load_manifest(fold4).clips if c.labels]
+    labels = audioset_labels()
+    scores = {}
+    for name, weights in WEIGHTS.items():
+        tagger = load_tagger(name, str(weights))
+        logits, _ = score_clips(tagger, clips, progress=False)
+        index = tagger.labels.map_to(labels).index
+        full = np.zeros((len(clips), len(labels)), dtype=np.float32)
+        full[:, index[index >= 0]] = 1 / (1 + np.exp(-logits[:, index >= 0]))
+        scores[name] = full
+    np.savez(cache, **scores)
+    return scores
+
+
+def fold4_truth(fold4: Path) -> np.ndarray:
+    from kd.evaluate import resolve_labels
+    from kd.labels import audioset_labels
+    from kd.manifest import load_manifest
+
+    clips = [c for c in load_manifest(fold4).clips if c.labels]
+    return resolve_labels([c.labels for c in clips], audioset_labels()).targets
+
+
+def train(study: Study, store: Path, fold4: Path, out: Path, args: argparse.Namespace) -> Path:
+    from kd.train import TrainConfig, train_student
+
+    run = out / "runs" / study.name
+    last = run / "last.pt"
+    if last.exists():
+        from kd.checkpoint import read_checkpoint
+
+        if read_checkpoint(last)["step"] >= args.steps:
+            return run
+    config = TrainConfig(
+        store=str(store),
+        out=str(run),
+        student=args.student,
+        teachers=study.teachers,
+        views=None if study.online else min(study.views, args.views),
+        label_weight=study.label_weight,
+        online=study.online,
+        teacher_checkpoints={k: str(v) for k, v in WEIGHTS.items()} if study.online else {},
+        steps=args.steps,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        val_fraction=0.0,
+        val_manifest=str(fold4),
+        val_every=max(1, args.steps // args.curve_points),
+        checkpoint_every=max(1, args.steps // args.curve_points),
+        resume=True,
+        **study.extra,
+    )
+    train_student(config)
+    return run
+
+
+def score(run: Path, fold4: Path, truth: np.ndarray, teachers: dict[str, np.ndarray]) -> dict:
+    from kd.evaluate import score_clips
+    from kd.manifest import load_manifest
+    from kd.metrics import tagging_metrics
+    from kd.models import load_tagger
+
+    tagger = load_tagger(str(run / "last.pt"))
+    clips = [c for c in load_manifest(fold4).clips if c.labels]
+    logits, _ = score_clips(tagger, clips, progress=False)
+    probs = 1 / (1 + np.exp(-logits))
+    metrics = tagging_metrics(truth, probs)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["samples_per_s"] for r in records if "samples_per_s" in r]
+    return {
+        "label_map": metrics.mAP,
+        "auc": metrics.mean_auc,
+        "top5_mn04": top5_overlap(probs, teachers[MN04]),
+        "samples_per_s": float(np.median(rates)) if rates else float("nan"),
+        "curve": [(r["step"], r["val_manifest_map"]) for r in records if "val_manifest_map" in r],
+    }
+
+
+def top5_overlap(a: np.ndarray, b: np.ndarray) -> float:
+    ta, tb = np.argsort(-a, axis=1)[:, :5], np.argsort(-b, axis=1)[:, :5]
+    return float(np.mean([len(set(x) & set(y)) / 5 for x, y in zip(ta, tb, strict=True)]))
+
+
+def report(results: dict, teachers: dict[str, np.ndarray], truth: np.ndarray, timings: dict, args) -> str:
+    from kd.metrics import tagging_metrics
+
+    rows = []
+    ensemble = (teachers[MN04] + teachers[YAMNET]) / 2
+    for name, probs in ((MN04, teachers[MN04]), (YAMNET, teachers[YAMNET]), ("mn04 + YAMNet (mean prob)", ensemble)):
+        m = tagging_metrics(truth, probs)
+        rows.append({"model": f"teacher {name}", "label mAP": m.mAP, "AUC": m.mean_auc,
+                     "top-5 overlap mn04": top5_overlap(probs, teachers[MN04])})
+    samples = args.steps * args.batch_size
+    for study in CONFIGS:
+        if study.name not in results:
+            continue
+        r = results[study.name]
+        epoch_clips = args.train_clips * (1 if study.online else study.views)
+        rows.append({
+            "model": f"{args.student} {study.name}",
+            "label mAP": r["label_map"],
+            "AUC": r["auc"],
+            "top-5 overlap mn04": r["top5_mn04"],
+            "samples/s": r["samples_per_s"],
+            "s per epoch": epoch_clips / r["samples_per_s"] if r["samples_per_s"] else float("nan"),
+            "epochs": samples / epoch_clips,
+            "what": study.note,
+        })
+    lines = [
+        "# Distillation on ESC-50: stored teachers against labels and online KD",
+        "",
+        f"Made by `python -m benchmarks.esc50_study --steps {args.steps} --batch-size {args.batch_size} "
+        f"--student {args.student}` on {time.strftime('%Y-%m-%d')}. Train: ESC-50 folds 1-3 ({args.train_clips} clips incl. the "
+        "two unlabelled categories, label-free unless stated); score: fold 4 (label mAP over the AudioSet classes "
+        "fold 4 has, whole 5 s clips, EMA weights). Every student: same architecture, steps, batch, seed.",
+        "",
+        markdown(rows),
+        "",
+        "Timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()),
+        "",
+        "![fold-4 label mAP against step](distillation-curves.png)",
+    ]
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, r in results.items():
+        if r["curve"]:
+            steps, maps = zip(*r["curve"], strict=True)
+            ax.plot(steps, maps, marker="o", label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("fold-4 label mAP")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.esc50_study", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/esc50"), help="work directory (resumable)")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--student", default="dass-tiny")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--views", type=int, default=16, help="views dumped per training clip")
+    parser.add_argument("--curve-points", type=int, default=6, help="fold-4 validations per run")
+    parser.add_argument("--only", default="", help=f"comma-separated among {', '.join(c.name for c in CONFIGS)}")
+    parser.add_argument("--docs", type=Path, default=DOCS, help="where the table and the PNG go")
+    parser.add_argument("--report", action="store_true", help="only score and report what is trained")
+    parser.add_argument("--limit", type=int, default=0, help="about this many clips per split (smoke runs)")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    chosen = [c for c in CONFIGS if not args.only or c.name in args.only.split(",")]
+    timings_path = args.out / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    train_csv, fold4 = write_manifests(args.out, args.limit)
+    store = args.out / "store.zarr"
+    args.train_clips = sum(1 for _ in open(train_csv)) - 1
+    if not args.report:
+        took = dump(train_csv, store, args.views)
+        timings["dump"] = timings.get("dump", 0.0) + took
+    teachers = teacher_scores(fold4, args.out)
+    truth = fold4_truth(fold4)
+    results = {}
+    for study in chosen:
+        run = args.out / "runs" / study.name
+        if not args.report:
+            began = time.perf_counter()
+            train(study, store, fold4, args.out, args)
+            timings[f"train {study.name}"] = timings.get(f"train {study.name}", 0.0) + time.perf_counter() - began
+            timings_path.write_text(json.dumps(timings, indent=2))
+        if (run / "last.pt").exists():
+            results[study.name] = score(run, fold4, truth, teachers)
+            print(study.name, {k: v for k, v in results[study.name].items() if k != "curve"}, flush=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    args.docs.mkdir(parents=True, exist_ok=True)
+    (args.docs / "distillation.md").write_text(report(results, teachers, truth, timings, args) + "\n")
+    plot(results, args.docs / "distillation-curves.png")
+    students = {n: r for n, r in results.items() if n != "label_only"}
+    if students:
+        best = max(students, key=lambda n: students[n]["label_map"])
+        print(f"best label-free student: {best} (fold-4 label mAP {students[best]['label_map']:.3f}): "
+              f"{args.out / 'runs' / best / 'last.pt'}")
+
+
+if __name__ == "__main__":
+    main()
