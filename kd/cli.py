@@ -104,7 +104,10 @@ def manifest_cmd(
     """Validate a manifest, or build one from a directory, and summarise it."""
     from kd.labels import audioset_labels
     from kd.manifest import load_manifest, summarise_manifest, write_manifest
+    from kd.outputs import check_output_file
 
+    if out is not None:
+        check_output_file(out, "--out")
     space = audioset_labels(labels) if check_labels else None
     manifest = load_manifest(source, labels=space)
     summary = summarise_manifest(manifest, durations=durations)
@@ -761,7 +764,9 @@ def niah_cmd(
     from dataclasses import replace
 
     from kd.niah import NiahConfig, compare_niah, model_label, plot_niah, run_niah
+    from kd.outputs import check_output_dir
 
+    check_output_dir(out, "--out")
     config = NiahConfig(
         model=model,
         needles=str(needles),

@@ -116,10 +116,17 @@ def load_label_csv(
             rows = list(csv.DictReader(f))
     except OSError as e:
         raise LabelError(f"{path}: cannot read label file ({e.strerror})") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise LabelError(f"{path}: not a label file (not UTF-8 CSV text: {e})") from None
     if not rows or not {"mid", "display_name"} <= set(rows[0]):
         raise LabelError(f"{path}: not a label file (needs columns index, mid, display_name)")
+    if any(r["mid"] is None or r["display_name"] is None for r in rows):
+        raise LabelError(f"{path}: not a label file (rows with missing columns)")
     if "index" in rows[0]:
-        rows.sort(key=lambda r: int(r["index"]))
+        try:
+            rows.sort(key=lambda r: int(r["index"]))
+        except (TypeError, ValueError):
+            raise LabelError(f"{path}: not a label file (its index column holds non-numbers)") from None
     parents: dict[str, tuple[str, ...]] = {}
     if ontology is not None:
         parents = load_ontology_parents(ontology)

@@ -74,14 +74,23 @@ class NiahConfig:
     isolate: bool = True
 
     def __post_init__(self) -> None:
-        if not self.durations or any(d <= 0 for d in self.durations):
-            raise ConfigError(f"--durations {self.durations}: need one or more positive seconds")
+        if not self.durations or not all(math.isfinite(d) and d > 0 for d in self.durations):
+            raise ConfigError(f"--durations {self.durations}: need one or more finite, positive seconds")
         if not self.positions or any(not 0.0 <= p <= 1.0 for p in self.positions):
             raise ConfigError(f"--positions {self.positions}: every position must lie in [0, 1]")
         if self.haystack not in HAYSTACKS and not Path(self.haystack).is_file():
             raise ConfigError(f"--haystack {self.haystack!r}: use silence, noise, or the path of a background manifest")
-        if self.needle_seconds <= 0:
-            raise ConfigError(f"--needle-seconds {self.needle_seconds}: must be positive")
+        if not (math.isfinite(self.needle_seconds) and self.needle_seconds > 0):
+            raise ConfigError(f"--needle-seconds {self.needle_seconds}: must be finite and positive")
+        if not math.isfinite(self.snr_db):
+            raise ConfigError(f"--snr {self.snr_db}: must be a finite number of dB")
+        for flag, value in (
+            ("--max-seconds", self.max_seconds),
+            ("--memory-limit-gb", self.memory_limit_gb),
+            ("--timeout", self.timeout_s),
+        ):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{flag} {value}: must be finite and positive")
         if self.max_needles is not None and self.max_needles < 1:
             raise ConfigError(f"--max-needles {self.max_needles}: must be at least 1")
 

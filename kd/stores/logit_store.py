@@ -449,7 +449,7 @@ def _check_same_store(store: LogitStore, fingerprint: dict, ids: list[str], path
         if have != want:
             what = {"label_space": "label space", "policy": "augmentation policy"}.get(key, key)
             raise StoreError(
-                f"{store.path} was made with another {what} ({_short(have)} vs {_short(want)}); "
+                f"{store.path} was made with another {what} ({_difference(have, want)}); "
                 "use a new store path or the original settings"
             )
     if store.clip_ids() != ids or [str(p) for p in store.root["clips/path"][:]] != paths:
@@ -463,8 +463,17 @@ def _check_same_teacher(path: str, have: dict, want: dict) -> None:
         if have.get(key) != want.get(key):
             raise StoreError(
                 f"{path}: teacher {want['name']!r} is already stored with another {key} "
-                f"({_short(have.get(key))} vs {_short(want.get(key))}); dump it into a new store"
+                f"({_difference(have.get(key), want.get(key))}); dump it into a new store"
             )
+
+
+def _difference(have: object, want: object, shown: int = 4) -> str:
+    """'stored vs asked' for two values; for two dicts only the keys that differ, so the difference is visible."""
+    if isinstance(have, dict) and isinstance(want, dict):
+        keys = [k for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]
+        parts = [f"{k}: {_short(have.get(k))} stored vs {_short(want.get(k))}" for k in keys[:shown]]
+        return ", ".join(parts) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+    return f"{_short(have)} stored vs {_short(want)}"
 
 
 def _short(value: object, limit: int = 60) -> str:
