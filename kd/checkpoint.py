@@ -12,6 +12,7 @@ import torch
 from kd.errors import WeightsError
 from kd.labels import LabelSpace
 from kd.leftovers import remove_dead, writer_tag
+from kd.permissions import follow_umask
 
 CHECKPOINT_KIND = "kd-student"
 
@@ -30,6 +31,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
         with os.fdopen(fd, "wb") as f:
             torch.save({"kind": CHECKPOINT_KIND, **state}, f)
             f.flush()
+            follow_umask(f.fileno())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:

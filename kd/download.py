@@ -8,6 +8,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from kd.permissions import follow_umask
+
 
 def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
@@ -26,6 +28,7 @@ def download(url: str, target: Path, sha256: str | None = None, timeout: float =
             while block := response.read(1 << 20):
                 out.write(block)
             out.flush()
+            follow_umask(out.fileno())
             os.fsync(out.fileno())
         if sha256 is not None and (actual := sha256_of(tmp)) != sha256:
             raise OSError(f"sha256 mismatch for {url}: expected {sha256}, got {actual}")

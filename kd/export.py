@@ -20,6 +20,7 @@ from torch import nn
 
 from kd.errors import ConfigError
 from kd.frontends import KaldiFbankConfig
+from kd.permissions import apply_umask
 
 FORMATS = ("hf", "onnx")
 PREEMPHASIS = 0.97  # torchaudio kaldi.fbank's default, which KaldiFbank keeps
@@ -88,10 +89,11 @@ def export_student(
     from kd.checkpoint import load_student, read_checkpoint
 
     model, labels = load_student(checkpoint, use_ema=use_ema)
+    # Exporters write through temp files (0600): the result gets the umask's modes, so a team can read it.
     if format == "onnx":
-        return export_onnx(model, out, opset)
+        return apply_umask(export_onnx(model, out, opset))
     state = read_checkpoint(checkpoint)
-    return export_hf(model, labels, state["student"], state.get("student_kwargs", {}), out)
+    return apply_umask(export_hf(model, labels, state["student"], state.get("student_kwargs", {}), out))
 
 
 def export_hf(model: nn.Module, labels: object, student: str, student_kwargs: dict, out: str | os.PathLike) -> Path:
