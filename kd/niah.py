@@ -340,8 +340,15 @@ def _run_isolated(config: NiahConfig, duration: float) -> NiahRow:
         return NiahRow(duration, status=f"failed: {last[:200]}")
 
 
-def plot_niah(report: NiahReport, path: str | os.PathLike) -> Path:
-    """PNG of mAP against haystack duration (log scale); failed durations are marked along the bottom."""
+def model_label(model: str) -> str:
+    """A short legend name: a checkpoint as its run directory and file name, a teacher as its registry name."""
+    path = Path(model)
+    return f"{path.parent.name}/{path.name}" if path.suffix in (".pt", ".pth") and path.parent.name else model
+
+
+def plot_niah(reports: NiahReport | list[NiahReport], path: str | os.PathLike) -> Path:
+    """PNG of one or several models (e.g. a student against its teacher, as in the DASS paper's figure): needle mAP,
+    seconds per input and peak memory against haystack duration (log scale); failed durations are marked in red."""
     try:
         import matplotlib
     except ImportError:
@@ -349,27 +356,54 @@ def plot_niah(report: NiahReport, path: str | os.PathLike) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    reports = [reports] if isinstance(reports, NiahReport) else reports
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ok = [r for r in report.rows if r.mAP is not None]
-    ax.plot([r.duration for r in ok], [r.mAP for r in ok], marker="o", label="one pass")
-    if report.config.windowed:
-        ax.plot([r.duration for r in ok], [r.windowed_mAP for r in ok], marker="s", label="10 s windows, max")
-    for r in report.rows:
-        if r.mAP is None:
-            ax.plot([r.duration], [0.0], marker="x", color="red")
-            ax.annotate(r.status.split(":")[0], (r.duration, 0.02), fontsize="x-small", rotation=90)
-    ax.set_xscale("log")
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("haystack duration (s)")
-    ax.set_ylabel("needle mAP")
-    ax.set_title(f"Audio NIAH: {report.config.model} ({report.config.haystack})")
-    ax.legend(loc="lower left", fontsize="small")
+    fig, (score, speed, memory) = plt.subplots(1, 3, figsize=(15, 4))
+    for i, report in enumerate(reports):
+        color, name = f"C{i}", model_label(report.config.model)
+        ok = [r for r in report.rows if r.mAP is not None]
+        durations = [r.duration for r in ok]
+        score.plot(durations, _values(ok, "mAP"), marker="o", color=color, label=f"{name}, one pass")
+        if report.config.windowed:
+            score.plot(
+                durations, _values(ok, "windowed_mAP"), marker="s", ls="--", color=color, label=f"{name}, 10 s windows"
+            )
+        speed.plot(durations, _values(ok, "seconds_per_input"), marker="o", color=color, label=name)
+        memory.plot(durations, _values(ok, "peak_rss_gb"), marker="o", color=color, label=name)
+        for r in report.rows:
+            if r.mAP is None:
+                score.plot([r.duration], [0.0], marker="x", color="red")
+                score.annotate(r.status.split(":")[0], (r.duration, 0.02), fontsize="x-small", rotation=90)
+    for ax, ylabel in ((score, "needle mAP"), (speed, "seconds per input"), (memory, "peak RSS (GB)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("haystack duration (s)")
+        ax.set_ylabel(ylabel)
+        ax.legend(loc="best", fontsize="small")
+    score.set_ylim(0, 1)
+    speed.set_yscale("log")
+    fig.suptitle(f"Audio NIAH ({reports[0].config.haystack} haystack, {reports[0].needles} needles)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _values(rows: list[NiahRow], name: str) -> list[float]:
+    # A missing figure (no /proc here, say) is a gap in the line, not a crash.
+    return [math.nan if getattr(r, name) is None else getattr(r, name) for r in rows]
+
+
+def compare_niah(configs: list[NiahConfig], out: str | os.PathLike | None = None) -> list[NiahReport]:
+    """Runs the same sweep for several models; writes `niah.json` ({"models": [report, ...]}) after each model."""
+    reports = []
+    for config in configs:
+        reports.append(run_niah(config))
+        if out is not None:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            data = {"models": [r.to_json() for r in reports]}
+            (Path(out) / "niah.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+    return reports
 
 
 def _worker(config_path: str, duration: str, result_path: str) -> None:

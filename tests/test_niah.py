@@ -61,3 +61,25 @@ def test_out_of_memory_is_recorded_and_the_sweep_goes_on(shared_data: Path) -> N
     rows = run_niah(config).rows
     assert rows[0].status.startswith("out of memory"), rows[0].status
     assert rows[1].status == "ok" and rows[1].peak_rss_gb > 0.1
+
+
+def test_several_models_in_one_sweep_table_and_plot(shared_data: Path, tmp_path: Path) -> None:
+    import json
+
+    from kd.niah import compare_niah
+
+    base = NiahConfig(
+        model="toy/tiny16k",
+        needles=str(shared_data / "clips.csv"),
+        durations=[5.0, 20.0],
+        positions=[0.5],
+        max_needles=2,
+        isolate=False,
+    )
+    reports = compare_niah([base, NiahConfig(**{**base.__dict__, "model": "toy/partial32k"})], tmp_path)
+    assert [r.config.model for r in reports] == ["toy/tiny16k", "toy/partial32k"]
+    assert all(row.status == "ok" and row.seconds_per_input > 0 for r in reports for row in r.rows)
+    assert all(0.0 < row.mAP <= 1.0 and row.inputs == 2 for r in reports for row in r.rows)
+    saved = json.loads((tmp_path / "niah.json").read_text())
+    assert [m["config"]["model"] for m in saved["models"]] == ["toy/tiny16k", "toy/partial32k"]
+    assert plot_niah(reports, tmp_path / "niah.png").read_bytes()[:4] == b"\x89PNG"
