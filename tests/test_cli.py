@@ -43,3 +43,37 @@ def test_offline_teacher_without_weights_says_how_to_supply_them(tmp_path):
     (tmp_path / "a.wav").write_bytes(b"")
     result = run_kd("dump-teachers", str(tmp_path), str(tmp_path / "s.zarr"), "-t", "efficientat/mn10_as")
     assert result.returncode == 2 and "--checkpoint" in result.stderr
+
+
+def test_version_env_and_completion() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    import kd
+    from kd.cli import app
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["--version"]).stdout.strip() == f"kd {kd.__version__}"
+    env = json.loads(runner.invoke(app, ["env", "--json"]).stdout)
+    import torch
+
+    assert env["versions"]["torch"] == torch.__version__.split("+")[0] or env["versions"]["torch"] == torch.__version__
+    assert {"kd", "torchaudio", "zarr"} <= set(env["versions"])
+    assert env["scan backends"]["chunked"] == "available" and env["scan backends"]["mamba_ssm"] != ""
+    assert "weights cache" in env["paths"] and "cuda" in env["devices"]
+    completion = runner.invoke(app, ["--show-completion", "bash"])
+    assert completion.exit_code == 0 and "complete" in completion.stdout
+
+
+def test_tables_off_a_terminal_never_cut_names() -> None:
+    from typer.testing import CliRunner
+
+    from kd.cli import app
+    from kd.teachers import teacher_names
+
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(app, ["teachers"])
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout
+    names = [name for name in teacher_names() if not name.endswith(":")]
+    assert names and all(name in result.stdout for name in names)
