@@ -12,6 +12,10 @@ An ONNX file holds the network but not what feeds it, so the model declares that
       "output": "logits"                    # or "probabilities" (sigmoid outputs, turned into logits)
     }
 
+`labels` may also be the label space itself (`{"name", "mids", "names"}`). A file made by `kd export --format onnx`
+carries its declaration inside, as JSON under the `metadata_props` key `kd_declaration`, so it needs no sidecar; a
+sidecar, then keyword arguments, override what a file carries.
+
 Waveform models with a fixed sample count get their input zero-padded or cut to it. Features reach the model in the
 front end's layout (kaldi_fbank: [batch, frames, bins]; efficientat_mel: [batch, bins, frames]), with a channel axis
 added when the model's input has one more dimension.
@@ -38,6 +42,7 @@ from kd.weights import file_sha256
 # Which axis of each front end's output is time, for `num_frames`.
 FRONTEND_TIME_AXIS = {"kaldi_fbank": 1, "efficientat_mel": 2}
 SIDECAR_KEYS = {"sample_rate", "frontend", "num_frames", "pad_value", "labels", "output"}
+ONNX_METADATA_KEY = "kd_declaration"  # metadata_props entry holding a declaration inside the .onnx file
 
 
 def sidecar_path(model_path: str | os.PathLike) -> Path:
@@ -45,18 +50,24 @@ def sidecar_path(model_path: str | os.PathLike) -> Path:
     return Path(model_path).with_suffix(".json")
 
 
-def load_declaration(model_path: Path, overrides: dict[str, Any]) -> tuple[dict[str, Any], Path]:
-    """The sidecar's settings updated with `overrides`; returns them and the folder relative paths start from."""
+def load_declaration(
+    model_path: Path, overrides: dict[str, Any], embedded: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], Path]:
+    """The declaration `embedded` in the file, updated with the sidecar's and then with `overrides`.
+
+    Returns it and the folder relative paths start from.
+    """
     sidecar = sidecar_path(model_path)
-    declared: dict[str, Any] = {}
+    declared: dict[str, Any] = dict(embedded or {})
     base = model_path.parent
     if sidecar.is_file():
         try:
-            declared = json.loads(sidecar.read_text(encoding="utf-8"))
+            from_sidecar = json.loads(sidecar.read_text(encoding="utf-8"))
         except ValueError as e:
             raise ConfigError(f"{sidecar}: not valid JSON ({e})") from None
-        if not isinstance(declared, dict):
+        if not isinstance(from_sidecar, dict):
             raise ConfigError(f"{sidecar}: expected a JSON object")
+        declared.update(from_sidecar)
         base = sidecar.parent
     declared.update({k: v for k, v in overrides.items() if v is not None})
     if unknown := sorted(set(declared) - SIDECAR_KEYS):
@@ -70,10 +81,31 @@ def load_declaration(model_path: Path, overrides: dict[str, Any]) -> tuple[dict[
     return declared, base
 
 
-def _load_labels(path: Path) -> LabelSpace:
+def embedded_declaration(model_path: Path, session: Any) -> dict[str, Any] | None:
+    """The declaration a kd export wrote into the file's metadata_props, if any."""
+    text = session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
+    if text is None:
+        return None
+    try:
+        declared = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"{model_path}: metadata {ONNX_METADATA_KEY!r} is not valid JSON ({e})") from None
+    if not isinstance(declared, dict):
+        raise ConfigError(f"{model_path}: metadata {ONNX_METADATA_KEY!r} is not a JSON object")
+    return declared
+
+
+def _load_labels(labels: str | os.PathLike | dict, base: Path) -> tuple[LabelSpace, str]:
+    """The declared label space (a file relative to `base`, or the space itself) and how to name it in errors."""
+    if isinstance(labels, dict):
+        try:
+            return LabelSpace.from_json(labels), "the declared labels"
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"declared labels: expected {{name, mids, names}}, missing {e}") from None
+    path = base / labels
     if path.suffix.lower() == ".csv":
-        return load_label_csv(path, name=path.stem)
-    return load_label_names(path, name=path.stem)
+        return load_label_csv(path, name=path.stem), str(path)
+    return load_label_names(path, name=path.stem), str(path)
 
 
 def _fit_length(array: np.ndarray, length: int, axis: int, value: float) -> np.ndarray:
@@ -186,9 +218,13 @@ def onnx_teacher(
         labels=labels,
         output=output,
     )
-    declaration, base = load_declaration(model_path, overrides)
-    label_path = Path(labels) if labels is not None else base / declaration["labels"]
-    label_space = _load_labels(label_path)
+    try:
+        session = onnxruntime.InferenceSession(str(model_path), providers=providers or ["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise WeightsError(f"{model_path}: not a loadable ONNX model ({type(e).__name__})") from None
+    declaration, base = load_declaration(model_path, overrides, embedded_declaration(model_path, session))
+    # A `labels` argument is the caller's path (from the working directory); a declared one is relative to it.
+    label_space, label_source = _load_labels(declaration["labels"], Path() if labels is not None else base)
     module = None
     if (settings := declaration["frontend"]) != "waveform":
         if not isinstance(settings, dict):
@@ -198,14 +234,10 @@ def onnx_teacher(
             raise ConfigError(f"{model_path}: num_frames is not supported for front end {settings['type']!r}")
         if (rate := getattr(module.config, "sample_rate", None)) is not None and rate != declaration["sample_rate"]:
             raise ConfigError(f"{model_path}: sample_rate {declaration['sample_rate']} but the front end is at {rate}")
-    try:
-        session = onnxruntime.InferenceSession(str(model_path), providers=providers or ["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise WeightsError(f"{model_path}: not a loadable ONNX model ({type(e).__name__})") from None
     declared_classes = session.get_outputs()[0].shape[-1]
     if isinstance(declared_classes, int) and declared_classes != len(label_space):
-        raise LabelError(f"{label_path}: {len(label_space)} labels, the model outputs {declared_classes} classes")
-    frontend_card = {**declaration, "labels": str(label_path)}
+        raise LabelError(f"{label_source}: {len(label_space)} labels, the model outputs {declared_classes} classes")
+    frontend_card = {**declaration, "labels": label_source}
     if module is not None:
         frontend_card["frontend"] = module.settings()
     card = TeacherCard(

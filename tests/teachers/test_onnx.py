@@ -12,7 +12,7 @@ import torch
 from kd.errors import ConfigError, LabelError, WeightsError
 from kd.frontends import EfficientATMel, EfficientATMelConfig, KaldiFbank, KaldiFbankConfig
 from kd.teachers import create_teacher
-from kd.teachers.onnx import onnx_teacher, sidecar_path
+from kd.teachers.onnx import ONNX_METADATA_KEY, onnx_teacher, sidecar_path
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -154,3 +154,37 @@ def test_registry_prefix_names_the_file(tmp_path: Path) -> None:
     declare(path, sample_rate=16000)
     teacher = create_teacher(f"onnx:{path}")
     assert teacher.card.name == f"onnx:{path}"
+
+
+def _embed(path: Path, text: str) -> None:
+    import onnx
+
+    graph = onnx.load(str(path))
+    graph.metadata_props.add(key=ONNX_METADATA_KEY, value=text)
+    onnx.save(graph, str(path))
+
+
+def test_a_declaration_inside_the_file_needs_no_sidecar_and_a_sidecar_overrides_it(tmp_path: Path) -> None:
+    model = WaveTagger()
+    path = export(model, torch.randn(1, 16000), tmp_path / "wave.onnx")
+    labels = {"name": "four", "mids": ["/m/09x0r", "/m/04rlf", "/m/0bt9lr", ""], "names": NAMES}
+    _embed(path, json.dumps({"sample_rate": 16000, "frontend": "waveform", "labels": labels}))
+    teacher = create_teacher(f"onnx:{path}")
+    assert teacher.card.sample_rate == 16000 and teacher.labels.names == tuple(NAMES)
+    assert teacher.labels.mids[0] == "/m/09x0r" and teacher.labels.name == "four"
+    wave = torch.randn(2, 16000)
+    with torch.no_grad():
+        torch.testing.assert_close(teacher.logits(wave), model(wave), atol=1e-5, rtol=1e-5)
+    sidecar_path(path).write_text(json.dumps({"sample_rate": 22050}))
+    assert onnx_teacher(checkpoint=path).card.sample_rate == 22050
+
+
+def test_a_broken_declaration_inside_the_file_is_refused(tmp_path: Path) -> None:
+    path = export(WaveTagger(), torch.randn(1, 16000), tmp_path / "wave.onnx")
+    _embed(path, "{not json")
+    with pytest.raises(ConfigError, match=ONNX_METADATA_KEY):
+        onnx_teacher(checkpoint=path)
+    other = export(WaveTagger(), torch.randn(1, 16000), tmp_path / "other.onnx")
+    _embed(other, json.dumps({"sample_rate": 16000, "labels": {"names": NAMES}}))
+    with pytest.raises(ConfigError, match="declared labels"):
+        onnx_teacher(checkpoint=other)
