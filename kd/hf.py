@@ -1,8 +1,9 @@
 """Hugging Face wrappers of kd students, registered with the Auto classes when this module is imported.
 
-`import kd.hf` registers model type 'kd-dass', after which
-`transformers.AutoModelForAudioClassification.from_pretrained(dir)` loads a directory written by
-`kd export --format hf` without `trust_remote_code`: the code is kd itself, not code shipped in the directory.
+Importing this module registers model type 'kd-dass'; `import kd` imports it as soon as transformers is loaded
+(`kd.hf_autoregister`). Then `transformers.AutoModelForAudioClassification.from_pretrained(dir)` loads a directory
+written by `kd export --format hf` without `trust_remote_code`: the code is kd itself. With `trust_remote_code=True`
+the directory's `modeling_kd.py` (which imports these classes) does the same without `import kd`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class KdStudentConfig(PretrainedConfig):
         student_kwargs: its builder's keyword arguments (num_classes, ...).
         sampling_rate: input rate in Hz.
         label_mids: AudioSet mids of the classes, in output order ('' where unknown).
+        label_space: name of the label space ('audioset').
     """
 
     model_type = MODEL_TYPE
@@ -38,12 +40,14 @@ class KdStudentConfig(PretrainedConfig):
         student_kwargs: dict | None = None,
         sampling_rate: int = 16000,
         label_mids: list[str] | None = None,
+        label_space: str = "",
         **kwargs: object,
     ) -> None:
         self.student = student
         self.student_kwargs = dict(student_kwargs or {})
         self.sampling_rate = sampling_rate
         self.label_mids = list(label_mids or [])
+        self.label_space = label_space
         super().__init__(**kwargs)
 
 
