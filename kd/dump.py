@@ -14,7 +14,6 @@ import re
 import time
 import warnings
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -111,12 +110,12 @@ def settings_from_store(settings: dict, given: set[str]) -> dict:
     So adding a teacher needs no repeated flags, and only an explicit value that contradicts the store is refused.
     """
     path = settings["store"]
-    if not Path(path, "zarr.json").is_file():
+    if not store_exists(path):
         return settings
     store = LogitStore(path)
     fixed = {
         "views": store.num_views,
-        "seed": int(store.attrs["base_seed"]),
+        "seed": store.base_seed,
         "block_size": store.block_size,
         "clip_seconds": store.policy.clip_seconds,
     }

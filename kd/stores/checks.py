@@ -62,7 +62,7 @@ def seed_problems(store: LogitStore, ids: list[str], sample: int | None = SEED_S
     if zeros:
         problems.append(f"views/seed: {zeros} seeds are 0 (a lost chunk reads as 0)")
     rows = range(n) if sample is None or n <= sample else np.linspace(0, n - 1, sample).round().astype(int)
-    base = int(store.attrs["base_seed"])
+    base = store.base_seed
     wrong = sum(1 for i in rows for j in range(v) if int(seeds[i, j]) != view_seed(base, ids[i], j))
     if wrong:
         problems.append(f"views/seed: {wrong} seeds differ from those the base seed and clip ids give")

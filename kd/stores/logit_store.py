@@ -153,6 +153,11 @@ class LogitStore:
             raise StoreError(f"{path}: the store's attributes are malformed (num_views, block_size or num_clips)")
 
     @property
+    def base_seed(self) -> int:
+        """The seed every view seed derives from (with the clip id and view index)."""
+        return int(self.attrs["base_seed"])
+
+    @property
     def num_blocks(self) -> int:
         return -(-self.num_clips // self.block_size)
 
