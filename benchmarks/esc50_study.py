@@ -9,7 +9,7 @@ One store holds mn04 and YAMNet over 16 views of each training clip; a configura
 first V of them (view 0 is the clean clip), which is exactly what a dump with --views V would have stored. Every
 student has the same architecture, steps, batch and seed, and is scored on fold 4 by label mAP (as `kd eval`) and
 by top-5 overlap with mn04's tags. Learning curves come from each run's fold-4 validation in metrics.jsonl. Writes
-docs/distillation.md (table) and docs/distillation-curves.png, and prints the best student's checkpoint.
+docs/distillation-results.md (table) and docs/distillation-curves.png, and prints the best student's checkpoint.
 """
 
 from __future__ import annotations
@@ -48,14 +48,14 @@ class Study:
     extra: dict = field(default_factory=dict)
 
 
-CONFIGS = [
-    Study("label_only", views=4, label_weight=1.0, note="manifest labels only, no teacher"),
-    Study("kd_mn04_v4", note="offline KD from mn04, 4 views"),
-    Study("kd_yamnet_v4", teachers=YAMNET, note="offline KD from YAMNet, 4 views"),
-    Study("kd_ensemble_v4", teachers=f"{MN04}:1,{YAMNET}:1", note="offline KD from mn04 + YAMNet, 4 views"),
-    Study("kd_mn04_v1", views=1, note="offline KD from mn04, the clean view only"),
+CONFIGS = [  # run in this order: the comparisons the study is for first
+    Study("label_only", views=16, label_weight=1.0, note="manifest labels only, no teacher"),
     Study("kd_mn04_v16", views=16, note="offline KD from mn04, 16 views"),
     Study("online_mn04", online=True, note="online KD: mn04 in the loop on fresh views every epoch"),
+    Study("kd_mn04_v4", note="offline KD from mn04, 4 views"),
+    Study("kd_mn04_v1", views=1, note="offline KD from mn04, the clean view only"),
+    Study("kd_ensemble_v4", teachers=f"{MN04}:1,{YAMNET}:1", note="offline KD from mn04 + YAMNet, 4 views"),
+    Study("kd_yamnet_v4", teachers=YAMNET, note="offline KD from YAMNet, 4 views"),
 ]
 
 
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
             print(study.name, {k: v for k, v in results[study.name].items() if k != "curve"}, flush=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     args.docs.mkdir(parents=True, exist_ok=True)
-    (args.docs / "distillation.md").write_text(report(results, teachers, truth, timings, args) + "\n")
+    (args.docs / "distillation-results.md").write_text(report(results, teachers, truth, timings, args) + "\n")
     plot(results, args.docs / "distillation-curves.png")
     students = {n: r for n, r in results.items() if n != "label_only"}
     if students:

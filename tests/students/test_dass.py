@@ -163,3 +163,15 @@ def test_config_is_validated() -> None:
         DassConfig(depths=(1, 1), dims=(8,))
     with pytest.raises(ConfigError, match="drop_path_rate"):
         create_student("dass-tiny", drop_path_rate=1.5)
+
+
+def test_dass_mini_sits_between_tiny_and_small() -> None:
+    """dass-mini: four stages like dass-small, about 1.6 M parameters, any input length, trains (gradients flow)."""
+    model = create_student("dass-mini")
+    count = sum(p.numel() for p in model.parameters())
+    assert count == 1_639_535
+    assert [len(stage.blocks) for stage in model.layers] == [1, 1, 2, 1]
+    logits = model(torch.randn(2, 12345))
+    assert logits.shape == (2, 527)
+    logits.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
