@@ -67,6 +67,14 @@ def test_unknown_model_specs_are_user_errors() -> None:
         load_tagger("no/such-teacher")
 
 
+def test_a_folder_that_is_not_a_kd_export_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no config.json"):
+        load_tagger(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"model_type": "wav2vec2"}')
+    with pytest.raises(ConfigError, match="not a kd export"):
+        load_tagger(str(tmp_path))
+
+
 def test_student_checkpoint_evaluates(tmp_path: Path, shared_data: Path) -> None:
     from kd.checkpoint import save_checkpoint
     from kd.students import create_student
@@ -87,6 +95,10 @@ def test_student_checkpoint_evaluates(tmp_path: Path, shared_data: Path) -> None
     with torch.no_grad():
         wave = torch.randn(1, 16000)
         assert torch.allclose(tagger(wave), model.eval()(wave), atol=1e-5)
+    # The same checkpoint named as a teacher (dass:PATH.pt) is not mistaken for a missing student file.
+    as_teacher = load_tagger(f"dass:{path}")
+    assert as_teacher.kind == "teacher" and as_teacher.labels == tagger.labels
+    torch.testing.assert_close(as_teacher(wave), tagger(wave), atol=1e-5, rtol=1e-5)
 
 
 def _short_clips(shared_data: Path, count: int) -> list[tuple[str, str]]:
