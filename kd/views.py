@@ -32,7 +32,9 @@ def load_crop(clips: ClipTable, index: int, crop: float, policy: AugmentPolicy) 
     duration = float(clips.durations[index])
     if not np.isfinite(duration):
         audio_info(clips.paths[index])  # raises the file's real problem
-        raise AudioError(clips.paths[index], "was unreadable when the store was made; make a new store to include it")
+        raise AudioError(
+            clips.paths[index], "was unreadable when last dumped; fix it and rerun `kd dump-teachers` into this store"
+        )
     start, end = crop_window(duration, crop, policy)
     offset = float(clips.starts[index])
     wave = load_audio(clips.paths[index], policy.sample_rate, offset + start, offset + end)

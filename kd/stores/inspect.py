@@ -44,7 +44,7 @@ def summarise_store(path: str) -> tuple[LogitStore, list[TeacherSummary]]:
                 k=group.k,
                 blocks_done=int(group.done_blocks().sum()),
                 blocks_total=store.num_blocks,
-                failed_views=int(np.asarray(group.failed[:]).sum()),
+                failed_views=int(np.asarray(group.read("failed")).sum()),
                 bytes_on_disk=size,
                 bytes_per_clip_view=size / max(1, store.num_clips * store.num_views),
                 sample_rate=int(attrs.get("sample_rate", 0)),

@@ -457,7 +457,7 @@ def _check_same_store(store: LogitStore, fingerprint: dict, ids: list[str], path
                 f"{store.path} was made with another {what} ({_difference(have, want)}); "
                 "use a new store path or the original settings"
             )
-    if store.clip_ids() != ids or [str(p) for p in store.root["clips/path"][:]] != paths:
+    if store.clip_ids() != ids or [str(p) for p in store.read("clips/path")] != paths:
         raise StoreError(
             f"{store.path} was made from another manifest (clip ids or paths differ); use a new store path"
         )
