@@ -12,12 +12,10 @@ import contextlib
 import os
 import re
 import time
-import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-import zarr
 
 from kd.audio import resample
 from kd.augment import POLICIES, AugmentPolicy, draw_view, policy_by_name
@@ -348,11 +346,8 @@ def dump_teachers(config: DumpConfig) -> DumpReport:
                 bar.update(task, info=f"waiting for {len(remaining)} blocks held by another dump")
                 time.sleep(0.5)
     locks.cleanup()
-    # Consolidated metadata (what xarray and other Zarr readers open by) is rewritten by the driver alone, once every
-    # writer of this dump is done; kd itself always reads the live metadata.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)  # zarr: not in the v3 spec yet
-        zarr.consolidate_metadata(config.store)
+    # The driver alone, once every writer of this dump is done.
+    store.consolidate()
     return DumpReport(
         store=config.store,
         teachers=config.teachers,

@@ -121,6 +121,24 @@ def test_resume_after_sigkill_is_bit_identical(manifest, tmp_path):
     assert _checksums(killed) == _checksums(reference)
 
 
+def test_sigkill_with_a_block_claimed_leaves_nothing_after_the_rerun(manifest, tmp_path):
+    store = tmp_path / "killed.zarr"
+    args = ["--teacher", "toy/tiny16k", "--views", "2", "--k", "5", "--block-size", "2", "--workers", "0"]
+    proc = start_kd("dump-teachers", str(manifest), str(store), *args)
+    locks = store / ".kd-locks"
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(locks.rglob("*.lock")):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert any(locks.rglob("*.lock")), "the kill should land while a block is claimed"
+    rerun = run_kd("dump-teachers", str(manifest), str(store), *args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert not locks.exists() and not (store / ".kd-tmp").exists()
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+    assert verify_store(str(store)) == []
+
+
 def test_distributed_local_cluster_is_bit_identical(manifest, tmp_path):
     dump_teachers(_config(manifest, tmp_path / "one.zarr", teachers=["toy/tiny16k", "toy/partial32k"]))
     dump_teachers(

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,6 +241,13 @@ class LogitStore:
         existing = self.teacher(name)
         _check_same_teacher(self.path, existing.attrs, attrs)
         return existing
+
+    def consolidate(self) -> None:
+        """Driver only, after every writer is done: rewrites the consolidated metadata that xarray and other Zarr
+        readers open by (kd itself always reads the live metadata)."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)  # zarr: not in the v3 spec yet
+            zarr.consolidate_metadata(self.path)
 
     def write_block(self, teacher: TeacherGroup, block: int, data: dict[str, np.ndarray], done: bool = True) -> None:
         """Writes one block's shard of every array, then (only then, and only if `done`) marks the block done."""
