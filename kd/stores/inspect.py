@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from kd.errors import StoreDamaged
 from kd.stores.checks import clip_problems, seed_problems, teacher_problems
-from kd.stores.logit_store import LogitStore, teacher_key
+from kd.stores.logit_store import LogitStore, TeacherGroup
 
 
 @dataclass
@@ -26,9 +25,9 @@ class TeacherSummary:
     uncovered: int
 
 
-def _dir_bytes(path: Path) -> int:
-    # Array chunks only: zarr.json holds provenance, not data.
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.name != "zarr.json")
+def _stored_bytes(group: TeacherGroup) -> int:
+    # Zarr's own count, so URL stores are measured too (it includes each array's small zarr.json).
+    return sum(int(array.nbytes_stored()) for _, array in group.group.arrays())
 
 
 def summarise_store(path: str) -> tuple[LogitStore, list[TeacherSummary]]:
@@ -37,7 +36,7 @@ def summarise_store(path: str) -> tuple[LogitStore, list[TeacherSummary]]:
     for name in store.teacher_names():
         group = store.teacher(name)
         attrs = group.attrs
-        size = _dir_bytes(Path(path) / "teachers" / teacher_key(name))
+        size = _stored_bytes(group)
         out.append(
             TeacherSummary(
                 name=name,
