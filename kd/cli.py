@@ -488,7 +488,10 @@ def train_student_cmd(
         float, typer.Option(help="Weight of ground-truth labels from the manifest (0 = none).")
     ] = 0.0,
     head_prior: Annotated[
-        bool, typer.Option(help="Start the output bias at the logit of the mean target (keeps small students from collapsing).")
+        bool,
+        typer.Option(
+            help="Start the output bias at the logit of the mean target (keeps small students from collapsing)."
+        ),
     ] = True,
     views: Annotated[
         int | None, typer.Option(help="Train on the first V stored views of each clip (default: all; view 0 is clean).")
