@@ -117,7 +117,7 @@ class DumpPlan:
         decode_seconds_per_view: rendering one view (decode, resample, augment) in one process.
         dump_seconds: the dump's estimated wall time: headers, teacher builds, then per view the teachers' time,
             or the decoding time spread over the workers where that is longer.
-        seeds_bytes: the view seeds (uint64, incompressible) and clip table.
+        seeds_bytes: the view seeds (uint64, incompressible).
         student_step_seconds_per_view: one training step of the student, per view (with `student`).
         epoch_seconds: one pass over every view: the student's steps, or the loader where that is slower.
     """
