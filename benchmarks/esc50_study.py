@@ -197,30 +197,38 @@ def report(results: dict, teachers: dict[str, np.ndarray], truth: np.ndarray, ti
     ensemble = (teachers[MN04] + teachers[YAMNET]) / 2
     for name, probs in ((MN04, teachers[MN04]), (YAMNET, teachers[YAMNET]), ("mn04 + YAMNet (mean prob)", ensemble)):
         m = tagging_metrics(truth, probs)
-        rows.append({"model": f"teacher {name}", "label mAP": m.mAP, "AUC": m.mean_auc,
-                     "top-5 overlap mn04": top5_overlap(probs, teachers[MN04])})
+        rows.append(
+            {
+                "model": f"teacher {name}",
+                "label mAP": m.mAP,
+                "AUC": m.mean_auc,
+                "top-5 overlap mn04": top5_overlap(probs, teachers[MN04]),
+            }
+        )
     samples = args.steps * args.batch_size
     for study in CONFIGS:
         if study.name not in results:
             continue
         r = results[study.name]
         epoch_clips = args.train_clips * (1 if study.online else study.views)
-        rows.append({
-            "model": f"{args.student} {study.name}",
-            "label mAP": r["label_map"],
-            "AUC": r["auc"],
-            "top-5 overlap mn04": r["top5_mn04"],
-            "samples/s": r["samples_per_s"],
-            "s per epoch": epoch_clips / r["samples_per_s"] if r["samples_per_s"] else float("nan"),
-            "epochs": samples / epoch_clips,
-            "what": study.note,
-        })
+        rows.append(
+            {
+                "model": f"{args.student} {study.name}",
+                "label mAP": r["label_map"],
+                "AUC": r["auc"],
+                "top-5 overlap mn04": r["top5_mn04"],
+                "samples/s": r["samples_per_s"],
+                "s per epoch": epoch_clips / r["samples_per_s"] if r["samples_per_s"] else float("nan"),
+                "epochs": samples / epoch_clips,
+                "what": study.note,
+            }
+        )
     lines = [
         "# Distillation on ESC-50: stored teachers against labels and online KD",
         "",
         f"Made by `python -m benchmarks.esc50_study --steps {args.steps} --batch-size {args.batch_size} "
-        f"--student {args.student}` on {time.strftime('%Y-%m-%d')}. Train: ESC-50 folds 1-3 ({args.train_clips} clips incl. the "
-        "two unlabelled categories, label-free unless stated); score: fold 4 (label mAP over the AudioSet classes "
+        f"--student {args.student}` on {time.strftime('%Y-%m-%d')}. Train: ESC-50 folds 1-3 "
+        f"({args.train_clips} clips incl. two unlabelled categories, label-free unless stated); score: fold 4 (label mAP over the AudioSet classes "
         "fold 4 has, whole 5 s clips, EMA weights). Every student: same architecture, steps, batch, seed.",
         "",
         markdown(rows),
@@ -257,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/esc50"), help="work directory (resumable)")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--student", default="dass-tiny")
+    parser.add_argument("--student", default="dass-mini")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--views", type=int, default=16, help="views dumped per training clip")
     parser.add_argument("--curve-points", type=int, default=6, help="fold-4 validations per run")
@@ -296,8 +304,10 @@ def main(argv: list[str] | None = None) -> None:
     students = {n: r for n, r in results.items() if n != "label_only"}
     if students:
         best = max(students, key=lambda n: students[n]["label_map"])
-        print(f"best label-free student: {best} (fold-4 label mAP {students[best]['label_map']:.3f}): "
-              f"{args.out / 'runs' / best / 'last.pt'}")
+        print(
+            f"best label-free student: {best} (fold-4 label mAP {students[best]['label_map']:.3f}): "
+            f"{args.out / 'runs' / best / 'last.pt'}"
+        )
 
 
 if __name__ == "__main__":

@@ -395,7 +395,9 @@ def epoch_loader(run: Run) -> torch.utils.data.DataLoader:
     epoch, offset = divmod(run.micro, run.per_epoch)
     if hasattr(run.train_data, "set_epoch"):
         run.train_data.set_epoch(epoch)
-    order = epoch_order(len(run.train_data), config.seed, epoch, run.rank, run.world)[: run.per_epoch * config.batch_size]
+    order = epoch_order(len(run.train_data), config.seed, epoch, run.rank, run.world)[
+        : run.per_epoch * config.batch_size
+    ]
     return torch.utils.data.DataLoader(
         run.train_data,
         batch_size=config.batch_size,

@@ -38,7 +38,9 @@ def test_import_kd_needs_no_torch(tmp_path: Path) -> None:
     fake.mkdir()
     (fake / "__init__.py").write_text("raise ImportError('broken torch')\n")
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-c", "import kd; print(kd.__version__)"], capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", "import kd; print(kd.__version__)"], capture_output=True, text=True, env=env
+    )
     assert result.returncode == 0 and result.stdout.strip() and not result.stderr
 
 

@@ -233,8 +233,19 @@ def test_student_learns_more_than_the_teachers_average(mn04_store, tmp_path):
     empty classes drove the student to output the teachers' average for every clip (worse than that average after
     40 steps here). With the default prior start it fits the per-clip targets on the rows it trained on."""
     out = tmp_path / "run"
-    train_student(_config(mn04_store, out, steps=40, batch_size=4, warmup_steps=5, lr=3e-3, ema_decay=0.0,
-                          drop_path=0.0, checkpoint_every=40))
+    train_student(
+        _config(
+            mn04_store,
+            out,
+            steps=40,
+            batch_size=4,
+            warmup_steps=5,
+            lr=3e-3,
+            ema_decay=0.0,
+            drop_path=0.0,
+            checkpoint_every=40,
+        )
+    )
     model, _ = load_student(out / "last.pt")
     data = DistillDataset(
         LogitStore(mn04_store), EnsembleSpec((("efficientat/mn04_as", 1.0),)), model.frontend, 16000, augment=False
