@@ -228,8 +228,9 @@ def report(results: dict, teachers: dict[str, np.ndarray], truth: np.ndarray, ti
         "",
         f"Made by `python -m benchmarks.esc50_study --steps {args.steps} --batch-size {args.batch_size} "
         f"--student {args.student}` on {time.strftime('%Y-%m-%d')}. Train: ESC-50 folds 1-3 "
-        f"({args.train_clips} clips incl. two unlabelled categories, label-free unless stated); score: fold 4 (label mAP over the AudioSet classes "
-        "fold 4 has, whole 5 s clips, EMA weights). Every student: same architecture, steps, batch, seed.",
+        f"({args.train_clips} clips incl. two unlabelled categories, label-free unless stated); score: fold 4 "
+        "(label mAP over the AudioSet classes fold 4 has, whole 5 s clips, EMA weights). "
+        "Every student: same architecture, steps, batch, seed.",
         "",
         markdown(rows),
         "",
