@@ -11,7 +11,8 @@ dass-tiny training step (`benchmarks.loader.StudentStep`, the trainer's); an off
 on targets expanded from the top-50 a store would hold for those views. Rendering and the student's features are
 left out of both (DataLoader workers make them in either loop), so the speed-up is online over offline step time,
 median over alternating repetitions. Peak memory is the process's peak RSS above its RSS before the teacher was
-built: weights plus activations at this batch size.
+built: the teacher's weights and activations at this batch size, and the dass-tiny training step's activations
+(the floor every row shares; mn04's row is mostly that step).
 """
 
 from __future__ import annotations
