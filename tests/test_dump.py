@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import signal
 import time
@@ -53,6 +54,12 @@ def _checksums(root: Path, under: str = "") -> dict[str, str]:
     }
 
 
+def _without_consolidated(path: Path) -> dict:
+    meta = json.loads(path.read_text())
+    meta.pop("consolidated_metadata", None)
+    return meta
+
+
 def test_stored_topk_equals_teacher_on_replayed_views(manifest, tmp_path):
     report = dump_teachers(_config(manifest, tmp_path / "s.zarr", teachers=["toy/tiny16k", "toy/partial32k"]))
     assert report.blocks_computed == 3 and not report.failures
@@ -88,10 +95,17 @@ def test_k_larger_than_classes_keeps_everything(manifest, tmp_path):
 def test_append_teacher_leaves_existing_arrays_byte_identical(manifest, tmp_path):
     store = tmp_path / "s.zarr"
     dump_teachers(_config(manifest, store))
-    before = {p: h for p, h in _checksums(store).items() if not p.startswith("teachers/") or "toy--tiny16k" in p}
+    # The root zarr.json also holds the consolidated metadata, which must list the new teacher: compare the rest.
+    root_meta = _without_consolidated(store / "zarr.json")
+    before = {
+        p: h
+        for p, h in _checksums(store).items()
+        if p != "zarr.json" and (not p.startswith("teachers/") or "toy--tiny16k" in p)
+    }
     dump_teachers(_config(manifest, store, teachers=["toy/partial32k"]))
     after = _checksums(store)
     assert {p: after[p] for p in before} == before
+    assert _without_consolidated(store / "zarr.json") == root_meta
     assert any("toy--partial32k" in p for p in after)
     # Added alone or together, the new teacher's arrays are the same: it saw exactly the same views.
     dump_teachers(_config(manifest, tmp_path / "both.zarr", teachers=["toy/partial32k", "toy/tiny16k"]))
