@@ -112,7 +112,7 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
 
 
 def markdown(rows: list[dict]) -> str:
-    """Rows of one benchmark as a markdown table (columns in order of first appearance; blanks where a row lacks one)."""
+    """Rows of one benchmark as a markdown table (columns in order of first appearance; blanks where missing)."""
     if not rows:
         return "(no rows)"
     header = list(dict.fromkeys(key for row in rows for key in row))
