@@ -425,7 +425,7 @@ def train_step(run: Run, batch: dict) -> float | None:
     if not torch.isfinite(loss):
         rows = batch["row"].tolist()[:4]
         raise TrainingError(
-            f"step {run.step + 1}: the loss is not finite ({float(loss)}) on rows (clip, view) {rows} ...; "
+            f"step {run.step + 1}: the loss is not finite ({float(loss.detach())}) on rows (clip, view) {rows} ...; "
             "check those clips and `kd store verify`, or lower --lr; the last checkpoint is untouched"
         )
     run.scaler.scale(loss / config.accumulate).backward()
