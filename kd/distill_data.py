@@ -108,14 +108,19 @@ class DistillDataset(torch.utils.data.Dataset):
             out = torch.maximum(out, partner)
         return out
 
-    def __getitem__(self, index: int) -> dict:
-        clip, view = self.rows[index]
-        params = draw_view(self.policy, int(self.seeds[clip, view]), clip, len(self.table), view)
-        wave = resample(render_view(self.table, clip, params, self.policy), self.policy.sample_rate, self.sample_rate)
+    def render(self, clip: int, view: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, object]:
+        """Replays one view: its waveform at the policy's rate, the student's features, and the view's parameters."""
+        params = draw_view(self.policy, seed, clip, len(self.table), view)
+        wave = render_view(self.table, clip, params, self.policy)
         with torch.no_grad():
-            feats = self.frontend(wave[None])[0]
+            feats = self.frontend(resample(wave, self.policy.sample_rate, self.sample_rate)[None])[0]
         if self.augment:
             feats = apply_freq_masks(feats, params.freq_masks)
+        return wave, feats, params
+
+    def __getitem__(self, index: int) -> dict:
+        clip, view = self.rows[index]
+        _, feats, params = self.render(clip, view, int(self.seeds[clip, view]))
         targets, mask = self.targets(clip, view)
         return {
             "features": feats,

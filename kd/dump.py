@@ -57,20 +57,15 @@ class DumpConfig:
     def __post_init__(self) -> None:
         if self.workers is None:
             self.workers = default_workers()
-        if not self.teachers:
-            raise ConfigError("name at least one teacher (--teacher NAME)")
-        if len(set(self.teachers)) != len(self.teachers):
-            raise ConfigError(f"a teacher is named twice: {self.teachers}")
-        for name, value, low in (
+        check_teacher_names(self.teachers)
+        check_whole_numbers(
             ("views", self.views, 1),
             ("k", self.k, 1),
             ("batch_size", self.batch_size, 1),
             ("block_size", self.block_size, 1),
             ("workers", self.workers, 0),
             ("seed", self.seed, 0),
-        ):
-            if not isinstance(value, int) or value < low:
-                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number of at least {low}, got {value}")
+        )
         if self.clip_seconds is not None and not MIN_CLIP_SECONDS <= self.clip_seconds <= MAX_CLIP_SECONDS:
             raise ConfigError(
                 f"--clip-seconds must be between {MIN_CLIP_SECONDS:g} and {MAX_CLIP_SECONDS:g}, got {self.clip_seconds}"
@@ -83,6 +78,21 @@ class DumpConfig:
         unknown = set(self.checkpoints) - set(self.teachers)
         if unknown:
             raise ConfigError(f"--checkpoint given for teachers not being dumped: {sorted(unknown)}")
+
+
+def check_teacher_names(teachers: list[str]) -> None:
+    """At least one teacher, none named twice."""
+    if not teachers:
+        raise ConfigError("name at least one teacher (--teacher NAME)")
+    if len(set(teachers)) != len(teachers):
+        raise ConfigError(f"a teacher is named twice: {teachers}")
+
+
+def check_whole_numbers(*settings: tuple[str, object, int]) -> None:
+    """Each (field, value, lowest allowed) must be a whole number of at least that; the error names the flag."""
+    for name, value, low in settings:
+        if not isinstance(value, int) or value < low:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a whole number of at least {low}, got {value}")
 
 
 def check_scheduler(address: str) -> None:

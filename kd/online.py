@@ -10,12 +10,11 @@ from __future__ import annotations
 import torch
 
 from kd.audio import resample
-from kd.augment import apply_freq_masks, draw_view, view_seed
+from kd.augment import view_seed
 from kd.distill_data import DistillDataset
 from kd.errors import ConfigError
 from kd.stores.logit_store import LogitStore
 from kd.stores.targets import EnsembleSpec, combine
-from kd.views import render_view
 
 EPOCH_VIEW_OFFSET = 1 << 20
 """Online views are numbered from here, far past any stored view index, so they are never a stored view."""
@@ -43,13 +42,9 @@ class OnlineDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         data, clip = self.stored, self.clips[index]
         view = EPOCH_VIEW_OFFSET + self.epoch
-        seed = view_seed(self.seed, self.clip_ids[clip], view)
-        params = draw_view(data.policy, seed, clip, len(data.table), view)
-        wave = render_view(data.table, clip, params, data.policy)
-        with torch.no_grad():
-            feats = data.frontend(resample(wave, data.policy.sample_rate, data.sample_rate)[None])[0]
+        wave, feats, params = data.render(clip, view, view_seed(self.seed, self.clip_ids[clip], view))
         return {
-            "features": apply_freq_masks(feats, params.freq_masks),
+            "features": feats,
             "waves": wave,
             "labels": data.labels(clip, params),
             "row": torch.tensor([clip, view]),

@@ -56,15 +56,12 @@ class PlanConfig:
     train_workers: int = 2
 
     def __post_init__(self) -> None:
-        from kd.dump import default_workers
+        from kd.dump import check_teacher_names, check_whole_numbers, default_workers
 
         if self.workers is None:
             self.workers = default_workers()
-        if not self.teachers:
-            raise ConfigError("name at least one teacher (--teacher NAME)")
-        if len(set(self.teachers)) != len(self.teachers):
-            raise ConfigError(f"a teacher is named twice: {self.teachers}")
-        for name, value, low in (
+        check_teacher_names(self.teachers)
+        check_whole_numbers(
             ("views", self.views, 1),
             ("k", self.k, 1),
             ("batch_size", self.batch_size, 1),
@@ -72,9 +69,7 @@ class PlanConfig:
             ("calibration_views", self.calibration_views, 1),
             ("student_batch_size", self.student_batch_size, 1),
             ("train_workers", self.train_workers, 0),
-        ):
-            if value < low:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+        )
         unknown = set(self.checkpoints) - set(self.teachers)
         if unknown:
             raise ConfigError(f"--checkpoint given for teachers not being planned: {sorted(unknown)}")

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Rewrites requirements.lock from a resolution in a new, empty virtualenv (CPython 3.11, this platform).
+# Rewrites constraints.txt from a resolution in a new, empty virtualenv (CPython 3.11, this platform).
 #   bash scripts/refresh-lock.sh            keep every current pin, resolve only what pyproject.toml added
 #   bash scripts/refresh-lock.sh --upgrade  resolve every dependency anew at its newest allowed release
-# Then run `bash scripts/test.sh` (it reinstalls .venv from the new lock) and commit requirements.lock.
+# Then run `bash scripts/test.sh` (it reinstalls .venv from the new lock) and commit constraints.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
-constraints=(-c requirements.lock)
-if [ "${1:-}" = "--upgrade" ] || [ ! -f requirements.lock ]; then
+constraints=(-c constraints.txt)
+if [ "${1:-}" = "--upgrade" ] || [ ! -f constraints.txt ]; then
   constraints=()
 fi
 tmp=$(mktemp -d)
@@ -21,9 +21,9 @@ trap 'rm -rf "$tmp"' EXIT
 "$tmp/venv/bin/python" -c 'import sys; from kd.entry import broken_runtime; r = broken_runtime(); r and sys.exit(r)'
 {
   echo "# Every dependency of kd (with the dev extra) at an exact version: a pip constraints file, used by"
-  echo "# scripts/setup-env.sh as 'pip install -c requirements.lock -e .[dev]'. Resolved for CPython 3.11 on"
+  echo "# scripts/setup-env.sh as 'pip install -c constraints.txt -e .[dev]'. Resolved for CPython 3.11 on"
   echo "# $(uname -s) $(uname -m) by scripts/refresh-lock.sh on $(date -u +%Y-%m-%d); do not edit by hand."
   "$tmp/venv/bin/python" -m pip freeze --all --exclude-editable | grep -v -i '^kd[= @]'
-} > requirements.lock.new
-mv requirements.lock.new requirements.lock
-echo "refresh-lock: wrote requirements.lock ($(grep -vc '^#' requirements.lock) pins); now run: bash scripts/test.sh"
+} > constraints.txt.new
+mv constraints.txt.new constraints.txt
+echo "refresh-lock: wrote constraints.txt ($(grep -vc '^#' constraints.txt) pins); now run: bash scripts/test.sh"
