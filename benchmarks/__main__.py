@@ -27,6 +27,7 @@ BENCHMARKS = {
     "offline_online": "offline (store) vs online (teacher in the loop) distillation epoch time",
     "dask_dump": "distributed dump on a dask LocalCluster, 1 vs 2 workers",
     "scan": "chunked vs sequential selective scan",
+    "student_step": "DASS training step samples/s by size and patch, and the scan's share of a step",
     "dass_duration": "DASS-small inference cost vs audio duration",
     "ensemble_swap": "one mn04+YAMNet dump, three students with different ensembles, no re-dump",
     "teacher_costs": "every teacher family at real size: cost per view, memory, offline vs online step speed-up",

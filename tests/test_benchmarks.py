@@ -67,3 +67,18 @@ def test_unknown_benchmark_is_refused(three_clips, capsys):
     with pytest.raises(SystemExit):
         main(["--only", "nope"])
     assert "unknown benchmark" in capsys.readouterr().err
+
+
+def test_student_step_splits_a_real_step_and_restores_the_scan():
+    """The step breakdown times the real scan forward and backward inside the step (shares in (0, 1)) and puts the
+    unpatched functions back."""
+    from benchmarks import student_step
+    from kd.students import dass
+    from kd.students.scan_grad import ChunkedScan
+
+    forward, backward = dass.selective_scan, ChunkedScan.backward
+    row = student_step.profile("dass-mini-p16", 1)
+    assert dass.selective_scan is forward and ChunkedScan.backward == backward
+    assert row["patch"] == 16 and row["stage1_positions"] == 8 * 31 and row["samples_per_s"] > 0
+    assert 0 < row["scan_fwd_share"] < 1 and 0 < row["scan_bwd_share"] < 1
+    assert row["scan_fwd_share"] + row["scan_bwd_share"] < 1

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from kd.errors import ConfigError, WeightsError
 from kd.students import create_student, dass, student_names
 from kd.students.convert import convert_dass_state_dict, load_upstream_dass
-from kd.students.dass import SS2D, DassConfig, build_dass
+from kd.students.dass import SS2D, DassConfig, PatchEmbed, build_dass
 from kd.students.scan import selective_scan_reference
 
 DATA = Path(__file__).parent / "data"
@@ -175,3 +175,31 @@ def test_dass_mini_sits_between_tiny_and_small() -> None:
     assert logits.shape == (2, 527)
     logits.sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_dass_mini_p16_has_a_sixteenth_of_the_positions_and_takes_any_length() -> None:
+    """dass-mini-p16: dass-mini's blocks on 16 x 16 patches (the CPU study student); inputs shorter than one patch
+    (down to a single sample) are padded with silence instead of failing in the patch convolutions."""
+    coarse, fine = create_student("dass-mini-p16"), create_student("dass-mini")
+    assert [len(stage.blocks) for stage in coarse.layers] == [1, 1, 2, 1]
+    image = torch.randn(1, 1, 128, 498)  # 5 s of fbank
+    assert fine.patch_embed(image).shape[1:3] == (32, 125)
+    assert coarse.patch_embed(image).shape[1:3] == (8, 31)
+    for samples in (1, 400, coarse.min_samples - 1, coarse.min_samples, 80_000):
+        logits = coarse(torch.randn(2, samples))
+        assert logits.shape == (2, 527) and torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in coarse.parameters())
+
+
+@pytest.mark.parametrize(("patch", "strides"), [(4, (2, 2)), (8, (2, 4)), (16, (4, 4)), (32, (4, 8))])
+def test_patch_size_is_the_total_stride(patch: int, strides: tuple[int, int]) -> None:
+    """Upstream strides both convolutions by patch / 2 (a total of `patch` only for 4); kd's split multiplies to it,
+    and `min_frames` is the shortest input that still makes one position."""
+    embed = PatchEmbed(16, patch)
+    assert embed.strides == strides
+    frames = embed.min_frames()
+    assert embed(torch.randn(1, 1, 128, frames)).shape[2] == 1
+    with pytest.raises(RuntimeError):
+        embed(torch.randn(1, 1, 128, frames - 1)) if frames > 1 else embed(torch.randn(1, 1, 128, 0))
+    assert embed(torch.randn(1, 1, 128, 64 * patch)).shape[1:3] == (128 // patch, 64)
