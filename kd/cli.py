@@ -428,7 +428,7 @@ def store_verify_cmd(store: Annotated[str, typer.Argument(help="A logit store (p
 
 @store_app.command("report")
 def store_report_cmd(
-    store: Annotated[Path, typer.Argument(help="A logit store.")],
+    store: Annotated[str, typer.Argument(help="A logit store (path or fsspec URL).")],
     png: Annotated[Path | None, typer.Option(help="Write the report's figure here (PNG).")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write the report as markdown tables here.")] = None,
 ) -> None:

@@ -23,7 +23,7 @@ from kd.devices import check_device
 from kd.errors import AudioError, ConfigError, KdError
 from kd.labels import audioset_labels
 from kd.manifest import load_manifest
-from kd.stores.blocks import BlockBuffer, BlockLocks, all_done, pending_teachers
+from kd.stores.blocks import BlockBuffer, all_done, block_claims, pending_teachers
 from kd.stores.logit_store import LogitStore, create_store, remove_leftovers, store_exists
 from kd.teachers import Teacher, create_teacher
 from kd.views import ClipTable, render_view
@@ -328,7 +328,7 @@ def dump_teachers(config: DumpConfig) -> DumpReport:
         block_size=store.block_size,
     )
     failures: list[Failure] = []
-    locks = BlockLocks(config.store, config.teachers)
+    locks = block_claims(config.store, config.teachers)
     computed = 0
     bar = progress_bar(disable=not config.progress)
     with bar:

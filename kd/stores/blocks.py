@@ -1,7 +1,7 @@
 """The store's writing protocol: one writer per block, a block's rows written as whole shards, `done` after data.
 
 A shard is rewritten whole on every write, so two writers on one block lose rows (docs/store.md): a writer first
-claims the block with a lock file, collects every row of the block in a `BlockBuffer`, writes the shards, and only
+claims the block (`block_claims`), collects every row of the block in a `BlockBuffer`, writes the shards, and only
 then sets the block's done flag. The dump only decides which blocks to run and where.
 """
 
@@ -14,13 +14,19 @@ from pathlib import Path
 import numpy as np
 
 from kd.leftovers import is_dead
-from kd.stores.logit_store import LogitStore, TeacherGroup, teacher_key
+from kd.stores.logit_store import LogitStore, TeacherGroup, local_path, teacher_key
+
+
+def block_claims(store_path: str, teacher_names: list[str]) -> BlockLocks | DriverClaims:
+    """How this dump claims blocks: lock files in a local store, the driver's own assignment in an object store."""
+    local = local_path(store_path)
+    return DriverClaims() if local is None else BlockLocks(local, teacher_names)
 
 
 class BlockLocks:
     """Lock files that keep two dumps from writing the same block; a dead holder's lock is taken over."""
 
-    def __init__(self, store_path: str, teacher_names: list[str]) -> None:
+    def __init__(self, store_path: str | Path, teacher_names: list[str]) -> None:
         self.dir = Path(store_path) / ".kd-locks" / "+".join(sorted(teacher_key(t) for t in teacher_names))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.me = f"{socket.gethostname()} {os.getpid()}"
@@ -73,6 +79,21 @@ class BlockLocks:
                 parent.rmdir()
             except OSError:
                 break
+
+
+class DriverClaims:
+    """Claims in an object store, which has no exclusive create that fsspec offers everywhere: the driver hands each
+    block to one writer (itself, or one dask task), so one dump is safe; two dumps at once into one URL store are
+    not (docs/store.md)."""
+
+    def claim(self, block: int) -> bool:
+        return True
+
+    def release(self, block: int) -> None:
+        pass
+
+    def cleanup(self) -> None:
+        pass
 
 
 class BlockBuffer:

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import zarr
@@ -29,6 +30,9 @@ from kd.leftovers import remove_dead, writer_tag
 from kd.manifest import Manifest
 from kd.views import ClipTable
 
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
+
 STORE_VERSION = 1
 REQUIRED_ATTRS = ("label_space", "policy", "num_views", "base_seed", "block_size", "num_clips", "audio_root")
 # Measured best for top-k float16/int16 rows (docs/architecture.md, docs/benchmarks.md): zstd level 5, byte shuffle.
@@ -40,6 +44,8 @@ VIEW_DIMS = ("clip", "view")
 TOPK_DIMS = ("clip", "view", "rank")
 TMP_DIR = ".kd-tmp"
 """Inside a store, where teacher groups are built before their rename into `teachers/`."""
+CREATING = "kd_creating"
+"""Attribute a group carries while it is built (its builder's tag); the builder's last write replaces it."""
 
 
 def teacher_key(name: str) -> str:
@@ -126,8 +132,8 @@ class LogitStore:
     """A logit store opened for reading (and, from the driver, for adding teachers)."""
 
     def __init__(self, path: str | os.PathLike, mode: str = "r") -> None:
-        self.path = str(path)
-        if not _exists(self.path):
+        self.path = store_path(path)
+        if not _published(self.path):
             raise StoreError(f"{path}: no logit store here (create one with `kd dump-teachers`)")
         try:
             self.root = zarr.open_group(self.path, mode=mode, use_consolidated=False)
@@ -196,7 +202,8 @@ class LogitStore:
         try:
             if "teachers" not in self.root:
                 return []
-            return sorted(g.attrs["name"] for _, g in self.root["teachers"].groups())
+            # A group still carrying CREATING is being built (or its builder died): not a teacher yet.
+            return sorted(g.attrs["name"] for _, g in self.root["teachers"].groups() if CREATING not in g.attrs)
         except Exception as e:  # garbage or incomplete zarr.json in a teacher group
             raise damaged(self.path, "teachers/", e) from None
 
@@ -233,7 +240,7 @@ class LogitStore:
             "covered": covered.tolist(),
         }
         final = f"{self.path}/teachers/{key}"
-        if not _exists(final):
+        if not _published(final):
             _create_atomically(
                 final, lambda tmp: _build_teacher_group(tmp, self, k, attrs), tmp_dir=f"{self.path}/{TMP_DIR}"
             )
@@ -261,7 +268,7 @@ class LogitStore:
 
 
 def _build_teacher_group(path: str, store: LogitStore, k: int, attrs: dict) -> None:
-    group = zarr.open_group(path, mode="w-")
+    group = zarr.open_group(path, mode="w-", attributes={CREATING: writer_tag()})
     n, v, b = store.num_clips, store.num_views, store.block_size
     rows = min(ROWS_PER_CHUNK, b)
     common = {"shards": (b, v, k), "chunks": (rows, v, k), "compressors": TOPK_CODEC, "dimension_names": TOPK_DIMS}
@@ -289,15 +296,19 @@ def _build_teacher_group(path: str, store: LogitStore, k: int, attrs: dict) -> N
     group.create_array(
         "done", shape=(store.num_blocks,), dtype="bool", fill_value=False, chunks=(1,), dimension_names=("block",)
     )
-    group.attrs.update(attrs)
+    group.attrs.put(attrs)
 
 
 def _create_atomically(final: str, build: Callable[[str], None], tmp_dir: str | None = None) -> None:
     """Builds a group at a temporary path and renames it into place, so concurrent creators can't interleave.
 
-    Remote (fsspec URL) stores have no atomic rename; there the group is built in place by the single driver.
+    Object stores have no rename: there the one driver builds the group in place, and an unfinished one (its
+    builder was killed; the caller found nothing finished at `final`) is removed and built again.
     """
-    if "://" in final:
+    if local_path(final) is None:
+        fs, key = _object_store(final)
+        if fs.exists(key):
+            fs.rm(key, recursive=True)
         build(final)
         return
     # Inside a store, temporary groups live outside `teachers/` so readers listing teachers never see them.
@@ -313,7 +324,7 @@ def _create_atomically(final: str, build: Callable[[str], None], tmp_dir: str | 
     except OSError:
         # Another process created it first; theirs stands and the caller checks it matches.
         shutil.rmtree(tmp, ignore_errors=True)
-        if not _exists(final):
+        if not _published(final):
             raise
     finally:
         if tmp_dir:
@@ -332,7 +343,7 @@ def create_store(
     block_size: int = 512,
 ) -> LogitStore:
     """Creates a store (driver only), or opens an existing one after checking it was made from the same inputs."""
-    path = str(path)
+    path = store_path(path)
     records = manifest.to_records()
     ids = [r["id"] for r in records]
     fingerprint = {
@@ -344,7 +355,7 @@ def create_store(
         "block_size": block_size,
         "num_clips": len(records),
     }
-    if _exists(path) if "://" in path else store_exists(path):
+    if store_exists(path):
         store = LogitStore(path, mode="a")
         _check_same_store(store, fingerprint, ids, [r["path"] for r in records])
         return store
@@ -372,7 +383,7 @@ def create_store(
 def _build_store(
     path: str, records: list[dict], durations: np.ndarray, base_seed: int, num_views: int, meta: dict
 ) -> None:
-    root = zarr.open_group(path, mode="w-")
+    root = zarr.open_group(path, mode="w-", attributes={CREATING: writer_tag()})
     n = len(records)
     ids = [r["id"] for r in records]
     clips = root.create_group("clips")
@@ -404,18 +415,80 @@ def _build_store(
     )
     seed_array[:] = seeds.reshape(n, num_views)
     root.create_group("teachers")
-    root.attrs.update(meta)
+    root.attrs.put(meta)
 
 
-def _exists(path: str) -> bool:
-    return "://" in path or (Path(path) / "zarr.json").is_file()
+def local_path(store: str | os.PathLike) -> Path | None:
+    """Where a store named by a path or a file:// URL lies on this machine; None for other URLs (object stores)."""
+    text = os.fspath(store)
+    if text.startswith("file://"):
+        return Path(text.removeprefix("file://"))
+    return None if "://" in text else Path(text)
+
+
+def store_path(store: str | os.PathLike) -> str:
+    """What zarr opens for a store: a file:// URL as its plain path, since zarr's LocalStore writes each object
+    atomically and its fsspec store writes local files in place."""
+    local = local_path(store)
+    return str(local) if local else os.fspath(store)
+
+
+def _object_store(url: str) -> tuple[AbstractFileSystem, str]:
+    """fsspec's file system and path for a store URL; a missing package or an unknown protocol is one line."""
+    import fsspec
+
+    try:
+        fs, key = fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as e:
+        raise StoreError(f"{url}: cannot open this URL ({e})") from None
+    # Listings cached earlier in this process may predate writes made since (zarr writes through its own instance).
+    fs.invalidate_cache()
+    return fs, key.rstrip("/")
+
+
+def _published(path: str) -> bool:
+    """Whether a finished group (a store's root or a teacher's) is at `path`.
+
+    Locally a group appears finished, by rename. Over a URL it is built in place and carries CREATING until done.
+    """
+    local = local_path(path)
+    if local is not None:
+        return (local / "zarr.json").is_file()
+    fs, key = _object_store(path)
+    try:
+        metadata = fs.cat_file(f"{key}/zarr.json")
+    except FileNotFoundError:
+        bucket = key.split("/")[0]
+        # Said so, rather than "no store here": a bucket is the user's to create (path-rooted backends have none).
+        if bucket and bucket != key and not fs.exists(bucket):
+            raise StoreError(
+                f"{path}: bucket {bucket!r} does not exist (or these credentials cannot see it); create it first"
+            ) from None
+        return False
+    except Exception as e:  # each backend raises its own types for refused credentials or an unreachable endpoint
+        raise StoreError(f"{path}: cannot reach the store ({type(e).__name__}: {e})") from None
+    try:
+        return CREATING not in json.loads(metadata).get("attributes", {})
+    except (ValueError, AttributeError):
+        return True  # garbage metadata: opening it says so
 
 
 def store_exists(path: str | os.PathLike) -> bool:
-    """True when a local store is at `path`, False where one can be made; refuses a path that can be neither."""
-    path = Path(path)
-    if "://" in str(path) or (path / "zarr.json").is_file():
-        return "://" not in str(path)
+    """True when a store is at `path` (a path or URL), False where one can be made; refuses a path that can be
+    neither."""
+    local = local_path(path)
+    if local is None:
+        url = os.fspath(path)
+        if _published(url):
+            return True
+        fs, key = _object_store(url)
+        # An unfinished store (a zarr.json marked CREATING) is built again; anything else under the prefix is not ours.
+        if fs.exists(key) and not fs.exists(f"{key}/zarr.json"):
+            raise StoreError(f"{url}: holds other objects, not a logit store; give a new or empty prefix")
+        return False
+    path = local
+    if (path / "zarr.json").is_file():
+        return True
     for parent in path.parents:
         if parent.exists() and not parent.is_dir():
             raise StoreError(f"{path}: lies under {parent}, which is a file; give a store path in a folder")
@@ -427,9 +500,13 @@ def store_exists(path: str | os.PathLike) -> bool:
 
 
 def remove_leftovers(path: str | os.PathLike) -> None:
-    """Removes what killed creators left at and in a store: temporary groups whose writer is provably dead."""
-    path = Path(path)
-    if "://" in str(path):
+    """Removes what killed creators left at and in a local store: temporary groups whose writer is provably dead.
+
+    Over a URL nothing is temporary (groups are built in place, blocks are not locked), so there is nothing to remove:
+    an unfinished group is rebuilt when it is next created.
+    """
+    path = local_path(path)
+    if path is None:
         return
     remove_dead(path.parent, f"{path.name}.tmp-{{tag}}")
     tmp = path / TMP_DIR
