@@ -17,6 +17,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +35,8 @@ WEIGHTS = {
     "yamnet": SHARED / "weights" / "yamnet.tflite",
 }
 MN04, YAMNET = "efficientat/mn04_as", "yamnet"
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs"
 
 
 @dataclass(frozen=True)
@@ -48,10 +52,10 @@ class Study:
     extra: dict = field(default_factory=dict)
 
 
-CONFIGS = [  # run in this order: the comparisons the study is for first
+CONFIGS = [  # run in this order (the longest first, so that --jobs 2 finishes together), reported as listed
+    Study("online_mn04", online=True, note="online KD: mn04 in the loop on fresh views every epoch"),
     Study("label_only", views=16, label_weight=1.0, note="manifest labels only, no teacher"),
     Study("kd_mn04_v16", views=16, note="offline KD from mn04, 16 views"),
-    Study("online_mn04", online=True, note="online KD: mn04 in the loop on fresh views every epoch"),
     Study("kd_mn04_v4", note="offline KD from mn04, 4 views"),
     Study("kd_mn04_v1", views=1, note="offline KD from mn04, the clean view only"),
     Study("kd_ensemble_v4", teachers=f"{MN04}:1,{YAMNET}:1", note="offline KD from mn04 + YAMNet, 4 views"),
@@ -147,6 +151,7 @@ def train(study: Study, store: Path, fold4: Path, out: Path, args: argparse.Name
         teachers=study.teachers,
         views=None if study.online else min(study.views, args.views),
         label_weight=study.label_weight,
+        loss=args.loss,
         online=study.online,
         teacher_checkpoints={k: str(v) for k, v in WEIGHTS.items()} if study.online else {},
         steps=args.steps,
@@ -161,6 +166,36 @@ def train(study: Study, store: Path, fold4: Path, out: Path, args: argparse.Name
     )
     train_student(config)
     return run
+
+
+def torch_threads(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, args.jobs)))
+
+
+def train_side_by_side(chosen: list[Study], args: argparse.Namespace, argv: list[str]):
+    """Trains the configurations `args.jobs` at a time, each in its own process (a small student does not use two
+    cores well, two students do); yields (name, wall seconds) as each finishes. A failed job stops the study."""
+    pending, running = list(chosen), {}
+    while pending or running:
+        while pending and len(running) < max(1, args.jobs):
+            study = pending.pop(0)
+            command = [sys.executable, "-m", "benchmarks.esc50_study", *argv, "--out", str(args.out)]
+            command += ["--train-only", "--only", study.name]
+            log = open(args.out / f"train-{study.name}.log", "ab")
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+            running[study.name] = (process, time.perf_counter())
+        time.sleep(1)
+        for name, (process, began) in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[name]
+            if process.returncode:
+                for other, _ in running.values():
+                    other.terminate()
+                raise SystemExit(f"training {name} failed (exit {process.returncode}): see {args.out}/train-{name}.log")
+            yield name, time.perf_counter() - began
 
 
 def score(run: Path, fold4: Path, truth: np.ndarray, teachers: dict[str, np.ndarray]) -> dict:
@@ -227,7 +262,7 @@ def report(results: dict, teachers: dict[str, np.ndarray], truth: np.ndarray, ti
         "# Distillation on ESC-50: stored teachers against labels and online KD",
         "",
         f"Made by `python -m benchmarks.esc50_study --steps {args.steps} --batch-size {args.batch_size} "
-        f"--student {args.student}` on {time.strftime('%Y-%m-%d')}. Train: ESC-50 folds 1-3 "
+        f"--student {args.student} --loss {args.loss}` on {time.strftime('%Y-%m-%d')}. Train: ESC-50 folds 1-3 "
         f"({args.train_clips} clips incl. two unlabelled categories, label-free unless stated); score: fold 4 "
         "(label mAP over the AudioSet classes fold 4 has, whole 5 s clips, EMA weights). "
         "Every student: same architecture, steps, batch, seed.",
@@ -266,7 +301,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/esc50"), help="work directory (resumable)")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--student", default="dass-mini")
+    parser.add_argument("--student", default="dass-mini-p16")
+    parser.add_argument(
+        "--loss", default="kl", choices=("bce", "kl"), help="distillation loss (KL learned faster on ESC-50)"
+    )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--views", type=int, default=16, help="views dumped per training clip")
     parser.add_argument("--curve-points", type=int, default=6, help="fold-4 validations per run")
@@ -274,7 +312,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--docs", type=Path, default=DOCS, help="where the table and the PNG go")
     parser.add_argument("--report", action="store_true", help="only score and report what is trained")
     parser.add_argument("--limit", type=int, default=0, help="about this many clips per split (smoke runs)")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="configurations trained side by side, each on cores / jobs threads"
+    )
+    parser.add_argument("--train-only", action="store_true", help=argparse.SUPPRESS)  # one job of --jobs
     args = parser.parse_args(argv)
+    args.out = args.out.resolve()
+    if args.train_only:
+        torch_threads(args)
+        for study in [c for c in CONFIGS if c.name in args.only.split(",")]:
+            train(study, args.out / "store.zarr", args.out / "fold4.csv", args.out, args)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     chosen = [c for c in CONFIGS if not args.only or c.name in args.only.split(",")]
     timings_path = args.out / "timings.json"
@@ -287,14 +335,14 @@ def main(argv: list[str] | None = None) -> None:
         timings["dump"] = timings.get("dump", 0.0) + took
     teachers = teacher_scores(fold4, args.out)
     truth = fold4_truth(fold4)
+    if not args.report:
+        for name, took in train_side_by_side(chosen, args, sys.argv[1:] if argv is None else argv):
+            timings[f"train {name}"] = timings.get(f"train {name}", 0.0) + took
+            timings_path.write_text(json.dumps(timings, indent=2))
+    torch_threads(args)
     results = {}
     for study in chosen:
         run = args.out / "runs" / study.name
-        if not args.report:
-            began = time.perf_counter()
-            train(study, store, fold4, args.out, args)
-            timings[f"train {study.name}"] = timings.get(f"train {study.name}", 0.0) + time.perf_counter() - began
-            timings_path.write_text(json.dumps(timings, indent=2))
         if (run / "last.pt").exists():
             results[study.name] = score(run, fold4, truth, teachers)
             print(study.name, {k: v for k, v in results[study.name].items() if k != "curve"}, flush=True)

@@ -475,7 +475,9 @@ def train_student_cmd(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Run directory: checkpoints, config, metrics.jsonl.")
     ] = None,
-    student: Annotated[str, typer.Option(help="Registered student (see `kd students`).")] = "dass-tiny",
+    student: Annotated[
+        str, typer.Option(help="Registered student (see `kd students`); dass-small for the paper's student on a GPU.")
+    ] = "dass-mini-p16",
     teachers: Annotated[
         str | None, typer.Option(help="Ensemble as NAME[:WEIGHT],... from the store's teachers (default: all, equal).")
     ] = None,
@@ -505,7 +507,7 @@ def train_student_cmd(
     steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 1000,
     batch_size: Annotated[int, typer.Option(help="Views per batch (per process).")] = 16,
     accumulate: Annotated[int, typer.Option(help="Batches per optimiser step.")] = 1,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 2e-3,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (not on norms and biases).")] = 0.05,
     warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps before cosine decay.")] = 50,
     grad_clip: Annotated[float, typer.Option(help="Gradient norm clip.")] = 1.0,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a small default: dump the real EfficientAT mn04 teacher over the 52 shared clips (4 views each),
-# then train the dass-tiny student label-free from that store. Rerunning resumes both stages.
+# then train the dass-mini-p16 student (1.6 M parameters, kd's CPU student) label-free from that store. Rerunning
+# resumes both stages.
 # Without ../shared/data (a fresh clone) it fetches a smaller real set (14 clips and the mn04 weights, sha256-pinned
 # upstream files) into the kd cache with `kd fetch-demo`, and says what it needs when that cannot be done offline.
 # Point it at your own data with MANIFEST=..., TEACHER=..., CHECKPOINT=..., OUT=..., STEPS=...
@@ -27,8 +28,8 @@ if [ -n "$CHECKPOINT" ]; then weights=(--checkpoint "$CHECKPOINT"); fi
 
 $kd dump-teachers "$MANIFEST" "$OUT/store.zarr" --teacher "$TEACHER" "${weights[@]}" --views 4 --block-size 16
 $kd store info "$OUT/store.zarr"
-$kd train-student "$OUT/store.zarr" --out "$OUT/dass-tiny" --student dass-tiny --steps "$STEPS" --batch-size 8 \
+$kd train-student "$OUT/store.zarr" --out "$OUT/student" --student dass-mini-p16 --steps "$STEPS" --batch-size 8 \
   --lr 1e-3 --warmup-steps 20 --ema-decay 0.99 --drop-path 0.0 --val-fraction 0.2 --val-every 50 \
   --checkpoint-every 50 --resume
 echo "validation agreement with the teacher (step 0 = the untrained student):"
-grep '"val_' "$OUT/dass-tiny/metrics.jsonl"
+grep '"val_' "$OUT/student/metrics.jsonl"

@@ -61,6 +61,7 @@ def store(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _config(store: Path, out: Path, **kwargs) -> TrainConfig:
     base = dict(
+        student="dass-tiny",
         steps=4,
         batch_size=2,
         workers=0,
@@ -110,7 +111,8 @@ def test_training_writes_checkpoints_metrics_and_a_loadable_student(store, tmp_p
 
 
 def test_resume_after_sigkill_equals_uninterrupted(store, tmp_path):
-    flags = "--steps 8 --batch-size 2 --workers 0 --val-fraction 0 --warmup-steps 2 --checkpoint-every 1 --lr 3e-3"
+    flags = "--student dass-tiny --steps 8 --batch-size 2"
+    flags += " --workers 0 --val-fraction 0 --warmup-steps 2 --checkpoint-every 1 --lr 3e-3"
     args = ["train-student", str(store), *flags.split()]
     assert run_kd(*args, "--out", str(tmp_path / "straight")).returncode == 0
     proc = start_kd(*args, "--out", str(tmp_path / "killed"))
@@ -163,7 +165,8 @@ def test_data_order_is_pure_and_ranks_split_it():
 
 def test_ddp_with_two_processes(store, tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517"]
-    flags = "--steps 2 --batch-size 2 --workers 0 --val-fraction 0 --warmup-steps 1 --checkpoint-every 1"
+    flags = "--student dass-tiny --steps 2 --batch-size 2 --workers 0 --val-fraction 0 --warmup-steps 1"
+    flags += " --checkpoint-every 1"
     result = subprocess.run(
         [*torchrun, "-m", "kd", "train-student", str(store), "--out", str(tmp_path / "ddp"), *flags.split()],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -297,7 +300,9 @@ def test_existing_run_is_never_overwritten_without_resume(store, tmp_path):
     out = tmp_path / "run"
     train_student(_config(store, out, steps=2))
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    result = run_kd("train-student", str(store), "--out", str(out), "--steps", "2", "--workers", "0")
+    result = run_kd(
+        "train-student", str(store), "--out", str(out), "--steps", "2", "--workers", "0", "--student", "dass-tiny"
+    )
     assert result.returncode == 2 and "--resume" in result.stderr and "new --out" in result.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
