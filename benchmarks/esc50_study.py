@@ -183,8 +183,8 @@ def train_side_by_side(chosen: list[Study], args: argparse.Namespace, argv: list
             study = pending.pop(0)
             command = [sys.executable, "-m", "benchmarks.esc50_study", *argv, "--out", str(args.out)]
             command += ["--train-only", "--only", study.name]
-            log = open(args.out / f"train-{study.name}.log", "ab")
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+            with open(args.out / f"train-{study.name}.log", "ab") as log:  # the child keeps its own copy
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
             running[study.name] = (process, time.perf_counter())
         time.sleep(1)
         for name, (process, began) in list(running.items()):
