@@ -156,3 +156,28 @@ def test_missing_bucket_is_one_line(local_store: Path, s3_endpoint: str) -> None
     result = run_kd("store", "verify", "s3://no-such-bucket/s.zarr")
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "bucket 'no-such-bucket' does not exist" in lines[0], lines
+
+
+def test_unreachable_endpoint_is_one_line_and_creates_nothing(local_store: Path, tmp_path: Path) -> None:
+    pytest.importorskip("s3fs")
+    with socket.socket() as s:  # a port that was just free: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_MAX_ATTEMPTS": "1",  # botocore's retries only make the test slower
+    }
+    manifest = str(local_store.parent / "clips.csv")
+    for args in (
+        ("dump-teachers", manifest, "s3://kd-test/s.zarr", "--teacher", "toy/tiny16k"),
+        ("store", "verify", "s3://kd-test/s.zarr"),
+        ("train-student", "s3://kd-test/s.zarr", "--out", str(tmp_path / "run"), "--steps", "1"),
+    ):
+        result = run_kd(*args, env=env)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, (args, result.stderr)
+        assert "s3://kd-test/s.zarr: cannot reach the store" in lines[0], lines
+    assert not (tmp_path / "run").exists()
