@@ -465,7 +465,9 @@ def _published(path: str) -> bool:
                 f"{path}: bucket {bucket!r} does not exist (or these credentials cannot see it); create it first"
             ) from None
         return False
-    except Exception as e:  # each backend raises its own types for refused credentials or an unreachable endpoint
+    except PermissionError as e:
+        raise StoreError(f"{path}: access denied ({e}); check the credentials for this URL") from None
+    except Exception as e:  # each backend raises its own types for an unreachable endpoint
         raise StoreError(f"{path}: cannot reach the store ({type(e).__name__}: {e})") from None
     try:
         return CREATING not in json.loads(metadata).get("attributes", {})

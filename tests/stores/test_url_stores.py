@@ -181,3 +181,18 @@ def test_unreachable_endpoint_is_one_line_and_creates_nothing(local_store: Path,
         assert result.returncode == 2 and len(lines) == 1, (args, result.stderr)
         assert "s3://kd-test/s.zarr: cannot reach the store" in lines[0], lines
     assert not (tmp_path / "run").exists()
+
+
+def test_refused_credentials_are_one_line(local_store: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import moto.settings
+
+    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # moto now checks keys: ours are unknown
+    manifest = str(local_store.parent / "clips.csv")
+    for args in (
+        ("dump-teachers", manifest, "s3://kd-test/s.zarr", "--teacher", "toy/tiny16k"),
+        ("store", "verify", "s3://kd-test/s.zarr"),
+    ):
+        result = run_kd(*args, env={"AWS_MAX_ATTEMPTS": "1"})
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, (args, result.stderr)
+        assert "s3://kd-test/s.zarr: access denied" in lines[0] and "credentials" in lines[0], lines
