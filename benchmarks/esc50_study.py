@@ -297,13 +297,15 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from kd.train import LOSSES
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks.esc50_study", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/esc50"), help="work directory (resumable)")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--student", default="dass-mini-p16")
     parser.add_argument(
-        "--loss", default="kl", choices=("bce", "kl"), help="distillation loss (KL learned faster on ESC-50)"
+        "--loss", default="kl", choices=LOSSES, help="distillation loss (KL learned faster than BCE on ESC-50)"
     )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--views", type=int, default=16, help="views dumped per training clip")
