@@ -43,7 +43,6 @@ def _show(table: Table) -> None:
 class Loss(StrEnum):
     bce = "bce"
     kl = "kl"
-    kl_bce = "kl+bce"
 
 
 class Combine(StrEnum):
@@ -486,9 +485,7 @@ def train_student_cmd(
     combine: Annotated[
         Combine, typer.Option(help="Combine teachers by mean of probabilities (prob) or logits.")
     ] = Combine.prob,
-    loss: Annotated[
-        Loss, typer.Option(help="bce (multi-label soft targets), kl (over classes) or kl+bce (both, summed).")
-    ] = Loss.bce,
+    loss: Annotated[Loss, typer.Option(help="bce (multi-label soft targets) or kl (over classes).")] = Loss.bce,
     label_weight: Annotated[
         float, typer.Option(help="Weight of ground-truth labels from the manifest (0 = none).")
     ] = 0.0,

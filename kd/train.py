@@ -34,7 +34,7 @@ from kd.students import create_student
 
 MIN_VALIDATION_CLIPS = 10
 """Fewer held-out clips than this give agreement figures that mean little (one clip: map_vs_teacher 1.0)."""
-LOSSES = ("bce", "kl", "kl+bce")
+LOSSES = ("bce", "kl")
 
 
 @dataclass
@@ -142,7 +142,7 @@ def _flag(name: str) -> str:
 
 
 class KDLoss(torch.nn.Module):
-    """BCE against soft targets (multi-label, default), KL over classes, or both; optional ground-truth BCE mixed in.
+    """BCE against soft targets (multi-label, default) or KL over classes; optional ground-truth BCE mixed in.
 
     BCE is averaged over the classes some teacher covers: its gradient per class is the same whatever the number of
     classes, so the output bias prior (see `DistillDataset.mean_targets`) rather than the reduction decides where
@@ -160,25 +160,18 @@ class KDLoss(torch.nn.Module):
         if self.label_weight == 1:
             return F.binary_cross_entropy_with_logits(logits, labels)
         if self.kind == "bce":
-            distill = self._bce(logits, targets, mask).sum() / mask.sum().clamp_min(1)
+            per_class = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+            distill = (per_class * mask).sum() / mask.sum().clamp_min(1)
         else:
             t = self.temperature
             p = targets * mask
             p = p / p.sum(-1, keepdim=True).clamp_min(1e-12)
             log_q = torch.log_softmax(logits.masked_fill(mask == 0, -1e4) / t, dim=-1)
             distill = (t * t) * (p * (torch.log(p.clamp_min(1e-12)) - log_q)).sum(-1).mean()
-            if self.kind == "kl+bce":
-                # KL is blind to a logit shift shared by a clip's classes, and AP ranks clips per class: BCE summed
-                # over classes pins the shift, with per-class gradients on KL's scale (a mean would be C x weaker).
-                distill = distill + self._bce(logits, targets, mask).sum(-1).mean()
         if self.label_weight == 0:
             return distill
         truth = F.binary_cross_entropy_with_logits(logits, labels)
         return (1 - self.label_weight) * distill + self.label_weight * truth
-
-    @staticmethod
-    def _bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(logits, targets, reduction="none") * mask
 
 
 class EMA:
