@@ -60,6 +60,7 @@ CONFIGS = [  # run in this order (the longest first, so that --jobs 2 finishes t
     Study("kd_mn04_v1", views=1, note="offline KD from mn04, the clean view only"),
     Study("kd_ensemble_v4", teachers=f"{MN04}:1,{YAMNET}:1", note="offline KD from mn04 + YAMNet, 4 views"),
     Study("kd_yamnet_v4", teachers=YAMNET, note="offline KD from YAMNet, 4 views"),
+    Study("kd_labels_mn04_v16", views=16, label_weight=0.5, note="offline KD from mn04 and the labels, half each"),
 ]
 
 
@@ -352,7 +353,8 @@ def main(argv: list[str] | None = None) -> None:
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / "distillation-results.md").write_text(report(results, teachers, truth, timings, args) + "\n")
     plot(results, args.docs / "distillation-curves.png")
-    students = {n: r for n, r in results.items() if n != "label_only"}
+    label_free = {c.name for c in CONFIGS if c.label_weight == 0}
+    students = {n: r for n, r in results.items() if n in label_free}
     if students:
         best = max(students, key=lambda n: students[n]["label_map"])
         print(
