@@ -136,6 +136,5 @@ def test_choices_are_checked_by_the_parser_and_match_the_library() -> None:
     with pytest.raises(ConfigError):
         TrainConfig(store="s", out="o", loss="mse")
     result = runner.invoke(app, ["train-student", "s.zarr", "--out", "o", "--loss", "mse"])
-    flat = " ".join(result.output.replace("│", " ").split())  # rich wraps the error inside a box
-    assert result.exit_code == 2 and "'mse' is not one of 'bce', 'kl'" in flat, result.output
+    assert result.exit_code == 2 and "'mse' is not one of 'bce', 'kl'" in result.output
     assert "bce|kl" in kd_in_process("train-student", "--help")

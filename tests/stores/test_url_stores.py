@@ -20,6 +20,11 @@ from kd.train import TrainConfig, train_student
 from tests.helpers import run_kd
 
 CLIPS = ["scaper_dogbark.wav", "librosa_robin.ogg", "esc50_1-100032-A-0.wav"]
+DUMMY_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +60,17 @@ def test_store_commands_keep_file_urls_and_count_bytes_with_zarr(local_store: Pa
     assert (rerun.blocks_computed, rerun.blocks_skipped) == (0, 2)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture()
 def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> str:
     moto_server = pytest.importorskip("moto.server")
     pytest.importorskip("s3fs")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
@@ -70,12 +79,7 @@ def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> str:
     import fsspec.config
 
     monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": endpoint})
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "FSSPEC_S3_ENDPOINT_URL": endpoint,
-    }.items():
+    for key, value in {**DUMMY_CREDENTIALS, "FSSPEC_S3_ENDPOINT_URL": endpoint}.items():
         monkeypatch.setenv(key, value)
     yield endpoint
     server.stop()
@@ -160,14 +164,10 @@ def test_missing_bucket_is_one_line(local_store: Path, s3_endpoint: str) -> None
 
 def test_unreachable_endpoint_is_one_line_and_creates_nothing(local_store: Path, tmp_path: Path) -> None:
     pytest.importorskip("s3fs")
-    with socket.socket() as s:  # a port that was just free: nothing listens there
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()  # nothing listens there
     env = {
+        **DUMMY_CREDENTIALS,
         "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_MAX_ATTEMPTS": "1",  # botocore's retries only make the test slower
     }
     manifest = str(local_store.parent / "clips.csv")
