@@ -9,7 +9,8 @@ One store holds mn04 and YAMNet over 16 views of each training clip; a configura
 first V of them (view 0 is the clean clip), which is exactly what a dump with --views V would have stored. Every
 student has the same architecture, steps, batch and seed, and is scored on fold 4 by label mAP (as `kd eval`) and
 by top-5 overlap with mn04's tags. Learning curves come from each run's fold-4 validation in metrics.jsonl. Writes
-docs/distillation-results.md (table) and docs/distillation-curves.png, and prints the best student's checkpoint.
+docs/distillation-results.md (table) and docs/distillation-curves.png (OUT/docs for another --out), and prints the best
+student's checkpoint.
 """
 
 from __future__ import annotations
@@ -291,7 +292,8 @@ def plot(results: dict, path: Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("fold-4 label mAP")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.lines:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -312,7 +314,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--views", type=int, default=16, help="views dumped per training clip")
     parser.add_argument("--curve-points", type=int, default=6, help="fold-4 validations per run")
     parser.add_argument("--only", default="", help=f"comma-separated among {', '.join(c.name for c in CONFIGS)}")
-    parser.add_argument("--docs", type=Path, default=DOCS, help="where the table and the PNG go")
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        help="where the table and the PNG go (default: docs/ for the default --out, else OUT/docs)",
+    )
     parser.add_argument("--report", action="store_true", help="only score and report what is trained")
     parser.add_argument("--limit", type=int, default=0, help="about this many clips per split (smoke runs)")
     parser.add_argument(
@@ -320,7 +326,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--train-only", action="store_true", help=argparse.SUPPRESS)  # one job of --jobs
     args = parser.parse_args(argv)
+    # A study in another work directory (a trial, other steps) must not overwrite the committed table.
+    default_out = args.out == Path(parser.get_default("out"))
     args.out = args.out.resolve()
+    args.docs = args.docs or (DOCS if default_out else args.out / "docs")
     if args.train_only:
         torch_threads(args)
         for study in [c for c in CONFIGS if c.name in args.only.split(",")]:
@@ -343,12 +352,18 @@ def main(argv: list[str] | None = None) -> None:
             timings[f"train {name}"] = timings.get(f"train {name}", 0.0) + took
             timings_path.write_text(json.dumps(timings, indent=2))
     torch_threads(args)
+    from kd.checkpoint import read_checkpoint
+
     results = {}
-    for study in chosen:
+    for study in CONFIGS:  # every configuration trained here, so that an --only run keeps the others in the table
         run = args.out / "runs" / study.name
-        if (run / "last.pt").exists():
-            results[study.name] = score(run, fold4, truth, teachers)
-            print(study.name, {k: v for k, v in results[study.name].items() if k != "curve"}, flush=True)
+        if not (run / "last.pt").exists():
+            continue
+        if (step := read_checkpoint(run / "last.pt")["step"]) != args.steps:
+            print(f"{study.name}: left out of the table, trained for {step} steps, not --steps {args.steps}")
+            continue
+        results[study.name] = score(run, fold4, truth, teachers)
+        print(study.name, {k: v for k, v in results[study.name].items() if k != "curve"}, flush=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / "distillation-results.md").write_text(report(results, teachers, truth, timings, args) + "\n")

@@ -1,0 +1,38 @@
+"""The ESC-50 study's one command in miniature: real clips and teachers, a tiny student, a few steps."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import esc50_study
+from kd.checkpoint import read_checkpoint
+
+
+@pytest.fixture
+def tiny_study(shared_data, tmp_path):
+    if not (shared_data / "esc50" / "esc50.csv").is_file():
+        pytest.skip("ESC-50 not in the shared data")
+    out = tmp_path / "study"
+    flags = ["--out", str(out), "--limit", "6", "--views", "2", "--steps", "4", "--batch-size", "2"]
+    return out, flags + ["--curve-points", "2", "--student", "dass-tiny", "--jobs", "1"]
+
+
+def test_study_trains_scores_reports_and_resumes(tiny_study, capsys):
+    out, flags = tiny_study
+    esc50_study.main([*flags, "--only", "label_only,kd_mn04_v1"])
+    table = (out / "docs" / "distillation-results.md").read_text()  # beside its --out, not over docs/
+    for row in ("teacher efficientat/mn04_as", "teacher yamnet", "dass-tiny label_only", "dass-tiny kd_mn04_v1"):
+        assert f"| {row} |" in table
+    assert (out / "docs" / "distillation-curves.png").stat().st_size > 0
+    assert "best label-free student: kd_mn04_v1 (fold-4 label mAP " in capsys.readouterr().out
+    curve = (out / "runs" / "kd_mn04_v1" / "metrics.jsonl").read_text().splitlines()
+    assert sum('"val_manifest_map"' in line for line in curve) == 3  # steps 0, 2 and 4
+
+    finished = {name: (out / "runs" / name / "last.pt").stat().st_mtime_ns for name in ("label_only", "kd_mn04_v1")}
+    esc50_study.main([*flags, "--only", "label_only"])  # rerun: nothing retrained, the other run stays reported
+    assert {n: (out / "runs" / n / "last.pt").stat().st_mtime_ns for n in finished} == finished
+    assert "| dass-tiny kd_mn04_v1 |" in (out / "docs" / "distillation-results.md").read_text()
+
+    esc50_study.main([*flags, "--steps", "6", "--report"])
+    assert "left out of the table, trained for 4 steps" in capsys.readouterr().out
+    assert read_checkpoint(out / "runs" / "label_only" / "last.pt")["step"] == 4
