@@ -299,6 +299,18 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def read_times(path: Path) -> dict[str, float]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def add_time(path: Path, part: str, seconds: float) -> None:
+    """Adds one part's wall time to the study's record at once, re-read first: a study interrupted later, or
+    another one started in the same --out meanwhile, keeps what was already recorded."""
+    times = read_times(path)
+    times[part] = times.get(part, 0.0) + seconds
+    path.write_text(json.dumps(times, indent=2))
+
+
 def main(argv: list[str] | None = None) -> None:
     from kd.train import LOSSES
 
@@ -337,20 +349,17 @@ def main(argv: list[str] | None = None) -> None:
         return
     args.out.mkdir(parents=True, exist_ok=True)
     chosen = [c for c in CONFIGS if not args.only or c.name in args.only.split(",")]
-    timings_path = args.out / "timings.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    timings = args.out / "timings.json"
     train_csv, fold4 = write_manifests(args.out, args.limit)
     store = args.out / "store.zarr"
     args.train_clips = sum(1 for _ in open(train_csv)) - 1
     if not args.report:
-        took = dump(train_csv, store, args.views)
-        timings["dump"] = timings.get("dump", 0.0) + took
+        add_time(timings, "dump", dump(train_csv, store, args.views))
     teachers = teacher_scores(fold4, args.out)
     truth = fold4_truth(fold4)
     if not args.report:
         for name, took in train_side_by_side(chosen, args, sys.argv[1:] if argv is None else argv):
-            timings[f"train {name}"] = timings.get(f"train {name}", 0.0) + took
-            timings_path.write_text(json.dumps(timings, indent=2))
+            add_time(timings, f"train {name}", took)
     torch_threads(args)
     from kd.checkpoint import read_checkpoint
 
@@ -366,7 +375,9 @@ def main(argv: list[str] | None = None) -> None:
         print(study.name, {k: v for k, v in results[study.name].items() if k != "curve"}, flush=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     args.docs.mkdir(parents=True, exist_ok=True)
-    (args.docs / "distillation-results.md").write_text(report(results, teachers, truth, timings, args) + "\n")
+    (args.docs / "distillation-results.md").write_text(
+        report(results, teachers, truth, read_times(timings), args) + "\n"
+    )
     plot(results, args.docs / "distillation-curves.png")
     label_free = {c.name for c in CONFIGS if c.label_weight == 0}
     students = {n: r for n, r in results.items() if n in label_free}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from benchmarks import esc50_study
@@ -24,6 +26,8 @@ def test_study_trains_scores_reports_and_resumes(tiny_study, capsys):
     for row in ("teacher efficientat/mn04_as", "teacher yamnet", "dass-tiny label_only", "dass-tiny kd_mn04_v1"):
         assert f"| {row} |" in table
     assert (out / "docs" / "distillation-curves.png").stat().st_size > 0
+    times = json.loads((out / "timings.json").read_text())
+    assert set(times) == {"dump", "train label_only", "train kd_mn04_v1"} and min(times.values()) > 0
     assert "best label-free student: kd_mn04_v1 (fold-4 label mAP " in capsys.readouterr().out
     curve = (out / "runs" / "kd_mn04_v1" / "metrics.jsonl").read_text().splitlines()
     assert sum('"val_manifest_map"' in line for line in curve) == 3  # steps 0, 2 and 4
