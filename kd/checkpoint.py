@@ -68,11 +68,23 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_student(path: str | os.PathLike, use_ema: bool = True) -> tuple[torch.nn.Module, LabelSpace]:
-    """Rebuilds a trained student (EMA weights when present and `use_ema`) and its label space, in eval mode."""
+    """Rebuilds a trained student (EMA weights when present and `use_ema`, the readout its loss calls for) and its
+    label space, in eval mode."""
     from kd.students import create_student
 
     state = read_checkpoint(path)
     model = create_student(state["student"], **state.get("student_kwargs", {}))
     weights = state["ema"] if use_ema and state.get("ema") is not None else state["model"]
     model.load_state_dict(weights, strict=True)
+    model.readout = checkpoint_readout(state, model.num_classes)
     return model.eval(), LabelSpace.from_json(state["labels"])
+
+
+def checkpoint_readout(state: dict[str, Any], num_classes: int):
+    """The readout a checkpoint records; checkpoints from before kd recorded one get their loss's, over all classes."""
+    from kd.students.readout import Readout, readout_kind
+
+    if "readout" in state:
+        return Readout.from_dict(num_classes, state["readout"])
+    config = state.get("config") or {}
+    return Readout(num_classes, readout_kind(config.get("loss", "bce"), config.get("label_weight", 0.0)))

@@ -85,7 +85,7 @@ class WaveformToLogits(nn.Module):
         self.student = student
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.student.forward_features(self.fbank(waveform))
+        return self.student.readout(self.student.forward_features(self.fbank(waveform)))
 
 
 def export_student(
@@ -170,6 +170,7 @@ def export_hf(model: nn.Module, labels: LabelSpace, state: dict, out: str | os.P
         sampling_rate=rate,
         label_mids=list(labels.mids),
         label_space=labels.name,
+        readout=model.readout.to_dict(),
         id2label=dict(enumerate(labels.names)),
         label2id={name: i for i, name in enumerate(labels.names)},
         problem_type="multi_label_classification",
@@ -206,6 +207,8 @@ __all__ = ["KdStudentConfig", "KdStudentForAudioClassification"]
 
 def model_card(state: dict, labels: LabelSpace, rate: int) -> str:
     """A Hugging Face model card: metadata header, how to load it, what it was distilled from, its labels."""
+    from kd.checkpoint import checkpoint_readout
+
     config = state.get("config", {})
     ensemble = state.get("ensemble", {})
     teachers = ensemble.get("teachers", [])
@@ -228,6 +231,13 @@ def model_card(state: dict, labels: LabelSpace, rate: int) -> str:
         for key in ("steps", "batch_size", "lr", "loss", "temperature", "label_weight", "ema_decay", "seed")
         if key in config
     )
+    readout_note = (
+        " Trained with KL over classes, it reads out logit(softmax): the sigmoid gives each class's share of one "
+        "distribution over the classes (they sum to 1), so rank tags or take the top k rather than thresholding at "
+        "0.5."
+        if checkpoint_readout(state, len(labels)).kind == "softmax"
+        else ""
+    )
     label_rows = "\n".join(
         f"| {i} | `{mid}` | {name} |" for i, (mid, name) in enumerate(zip(labels.mids, labels.names, strict=True))
     )
@@ -237,8 +247,9 @@ def model_card(state: dict, labels: LabelSpace, rate: int) -> str:
 
 A `{state["student"]}` student distilled label-free by kd (offline knowledge distillation of audio taggers) from
 stored teacher logits (`kd train-student`), exported with `kd export --format hf`. Multi-label: apply a sigmoid
-to the logits (the pipeline does: `problem_type` is `multi_label_classification`). Input: mono waveforms at
-{rate} Hz of any length (`input_values` [batch, samples]); the log-mel front end is inside the model.
+to the logits (the pipeline does: `problem_type` is `multi_label_classification`).{readout_note}
+Input: mono waveforms at {rate} Hz of any length (`input_values` [batch, samples]); the log-mel front end is inside
+the model.
 
 ## Use
 

@@ -17,6 +17,7 @@ from transformers import AutoConfig, AutoModelForAudioClassification, Pretrained
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from kd.students import create_student
+from kd.students.readout import Readout
 
 MODEL_TYPE = "kd-dass"
 
@@ -30,6 +31,7 @@ class KdStudentConfig(PretrainedConfig):
         sampling_rate: input rate in Hz.
         label_mids: AudioSet mids of the classes, in output order ('' where unknown).
         label_space: name of the label space ('audioset').
+        readout: the student's readout (`kd.students.readout.Readout.to_dict`); None is the plain sigmoid.
     """
 
     model_type = MODEL_TYPE
@@ -41,6 +43,7 @@ class KdStudentConfig(PretrainedConfig):
         sampling_rate: int = 16000,
         label_mids: list[str] | None = None,
         label_space: str = "",
+        readout: dict | None = None,
         **kwargs: object,
     ) -> None:
         self.student = student
@@ -48,6 +51,7 @@ class KdStudentConfig(PretrainedConfig):
         self.sampling_rate = sampling_rate
         self.label_mids = list(label_mids or [])
         self.label_space = label_space
+        self.readout = readout
         super().__init__(**kwargs)
 
 
@@ -61,6 +65,7 @@ class KdStudentForAudioClassification(PreTrainedModel):
     def __init__(self, config: KdStudentConfig) -> None:
         super().__init__(config)
         self.student = create_student(config.student, **config.student_kwargs)
+        self.student.readout = Readout.from_dict(self.student.num_classes, config.readout)
         self.post_init()
 
     def _init_weights(self, module: torch.nn.Module) -> None:

@@ -31,6 +31,7 @@ from kd.metrics import tagging_metrics
 from kd.stores.logit_store import LogitStore
 from kd.stores.targets import EnsembleSpec, parse_teachers
 from kd.students import create_student
+from kd.students.readout import Readout
 
 MIN_VALIDATION_CLIPS = 10
 """Fewer held-out clips than this give agreement figures that mean little (one clip: map_vs_teacher 1.0)."""
@@ -324,6 +325,8 @@ def setup_run(config: TrainConfig, warn=None) -> Run:
     )
     if config.head_prior:
         _start_at_prior(model, stored, config.label_weight)
+    covered = np.logical_or.reduce([store.teacher(name).covered for name in spec.names])
+    model.readout = Readout.for_training(config.loss, config.label_weight, covered).to(device)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
@@ -457,6 +460,7 @@ def save_run(run: Run, path: Path) -> None:
         {
             "student": config.student,
             "student_kwargs": {"num_classes": len(store.labels)},
+            "readout": run.model.readout.to_dict(),
             "labels": store.labels.to_json(),
             "model": run.model.state_dict(),
             "ema": run.ema.state,
@@ -579,7 +583,8 @@ def validate(run: Run) -> dict:
         scores, targets, truth = [], [], []
         for i in range(len(data)):
             item = data[i]
-            scores.append(torch.sigmoid(model.forward_features(item["features"][None].to(device))).cpu()[0])
+            logits = model.readout(model.forward_features(item["features"][None].to(device)))
+            scores.append(torch.sigmoid(logits).cpu()[0])
             targets.append(item["targets"])
             truth.append(item["labels"])
         result = agreement(torch.stack(scores).numpy(), torch.stack(targets).numpy(), torch.stack(truth).numpy())

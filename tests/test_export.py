@@ -34,7 +34,9 @@ def student_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "student_kwargs": {"num_classes": 527},
         "labels": audioset_labels().to_json(),
         "step": 300,
-        "config": {"store": "runs/store.zarr", "steps": 300, "lr": 1e-3, "loss": "bce"},
+        "config": {"store": "runs/store.zarr", "steps": 300, "lr": 1e-3, "loss": "kl", "label_weight": 0.0},
+        # A KL student's readout, over fewer classes than the head: every export must carry it.
+        "readout": {"kind": "softmax", "classes": list(range(500))},
         "ensemble": {"teachers": [["efficientat/mn04_as", 1.0]], "temperature": 1.0, "combine": "prob"},
         "teacher_sha256": {"efficientat/mn04_as": "899a8c62" + "0" * 56},
     }
@@ -85,6 +87,7 @@ def test_hf_export_loads_both_ways_and_its_pipeline_agrees_with_kd_predict(
     card = (out / "README.md").read_text()
     assert "pipeline_tag: audio-classification" in card and "library_name:" in card
     assert "efficientat/mn04_as" in card and "899a8c62" in card and "| 0 | `/m/09x0r` | Speech |" in card
+    assert "logit(softmax)" in card and config["readout"]["kind"] == "softmax"
 
     wave = load_audio(shared_data / DOG_CLIP, sample_rate=16000)
     np.save(tmp_path / "dog.npy", wave.numpy().reshape(-1))
@@ -118,7 +121,7 @@ def test_hf_export_loads_both_ways_and_its_pipeline_agrees_with_kd_predict(
     prediction = predict_file(load_tagger(str(student_checkpoint)), shared_data / DOG_CLIP)
     expected = prediction.top(5)
     assert [label for label, _ in after_import["tags"]] == [label for label, _ in expected]
-    # Sigmoid scores, not a softmax over 527 classes.
+    # The pipeline's sigmoid of the readout's logit(q) gives q, as kd predict does (a softmax would not).
     np.testing.assert_allclose([s for _, s in after_import["tags"]], [p for _, p in expected], atol=1e-4)
     np.testing.assert_allclose(torch.tensor(remote["logits"]).sigmoid(), prediction.clip_probs, atol=1e-4)
 
@@ -144,6 +147,7 @@ def test_onnx_export_has_dynamic_time_axis(student_checkpoint: Path, onnx_export
             expected = model(wave).numpy()
         assert got.shape == (batch, 527)
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+        np.testing.assert_allclose((1 / (1 + np.exp(-got))).sum(-1), 1.0, atol=1e-4)  # the readout is in the graph
 
 
 def test_onnx_export_carries_labels_and_rate_so_kd_reads_it(student_checkpoint: Path, onnx_export: Path) -> None:

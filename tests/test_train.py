@@ -108,6 +108,24 @@ def test_training_writes_checkpoints_metrics_and_a_loadable_student(store, tmp_p
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     model, labels = load_student(tmp_path / "run" / "last.pt")
     assert len(labels) == 527 and model(torch.randn(1, 16000)).shape == (1, 527)
+    assert state["readout"] == {"kind": "sigmoid", "classes": None}  # BCE: sigmoid(logits) is the probability
+
+
+def test_kl_student_reads_out_its_softmax_over_the_classes_its_teachers_cover(store, tmp_path):
+    """KL leaves each clip's logit offset free: the loaded student's outputs must not depend on it."""
+    train_student(_config(store, tmp_path / "run", teachers="toy/partial32k", loss="kl"))
+    state = read_checkpoint(tmp_path / "run" / "last.pt")
+    covered = LogitStore(store).teacher("toy/partial32k").covered
+    assert not covered.all() and state["readout"] == {"kind": "softmax", "classes": np.flatnonzero(covered).tolist()}
+    model, _ = load_student(tmp_path / "run" / "last.pt")
+    wave = torch.randn(2, 16000) * 0.1
+    with torch.no_grad():
+        before = model(wave)
+        model.head.bias += 7.0  # the same offset on every logit: KL's loss is blind to it, so must the outputs be
+        torch.testing.assert_close(model(wave), before, atol=1e-4, rtol=1e-5)
+    probs = torch.sigmoid(before)
+    torch.testing.assert_close(probs[:, covered].sum(-1), torch.ones(2), atol=1e-4, rtol=0)
+    assert float(probs[:, ~covered].max()) < 1e-30
 
 
 def test_resume_after_sigkill_equals_uninterrupted(store, tmp_path):

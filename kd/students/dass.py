@@ -28,6 +28,7 @@ from torch import nn
 from kd.errors import ConfigError
 from kd.frontends import KaldiFbank, KaldiFbankConfig
 from kd.students import register_student
+from kd.students.readout import Readout
 from kd.students.scan import selective_scan
 
 # AudioSet statistics of the DASS/AST fbank, as in upstream's make_features and the HF feature extractor.
@@ -315,6 +316,8 @@ class Dass(nn.Module):
         num_classes: output classes.
         config: the `DassConfig` it was built from.
         frontend: waveforms [B, samples] -> normalised fbank [B, frames, 128].
+        readout: training logits -> inference logits (`kd.students.readout`); `forward` applies it,
+            `forward_features` (what training optimises) does not.
     """
 
     def __init__(self, config: DassConfig, num_classes: int = 527) -> None:
@@ -335,19 +338,20 @@ class Dass(nn.Module):
             self.layers.append(Stage(dims[i], out_dim, rates[first : first + depth], config))
         self.norm = nn.LayerNorm(dims[-1])
         self.head = nn.Linear(dims[-1], num_classes)
+        self.readout = Readout(num_classes)
         self.apply(_init_weights)
         # Shorter waveforms are padded with silence to the fewest samples that make one patch.
         fbank, frames = config.frontend, self.patch_embed.min_frames()
         self.min_samples = int(fbank.sample_rate * (fbank.frame_length_ms + (frames - 1) * fbank.frame_shift_ms) / 1000)
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
-        """Waveforms [B, samples] at `sample_rate` -> logits [B, num_classes]."""
+        """Waveforms [B, samples] at `sample_rate` -> inference logits [B, num_classes] (after the readout)."""
         if waves.shape[-1] < self.min_samples:  # too short for one patch: pad with silence so that one exists
             waves = F.pad(waves, (0, self.min_samples - waves.shape[-1]))
-        return self.forward_features(self.frontend(waves))
+        return self.readout(self.forward_features(self.frontend(waves)))
 
     def forward_features(self, feats: torch.Tensor) -> torch.Tensor:
-        """Normalised fbank [B, frames, mel bins] -> logits [B, num_classes]."""
+        """Normalised fbank [B, frames, mel bins] -> training logits [B, num_classes] (before the readout)."""
         x = self.patch_embed(feats.transpose(1, 2).unsqueeze(1))  # upstream's image: [B, 1, freq, time]
         for stage in self.layers:
             x = stage(x)
