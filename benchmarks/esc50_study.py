@@ -201,20 +201,29 @@ def train_side_by_side(chosen: list[Study], args: argparse.Namespace, argv: list
 
 
 def score(run: Path, fold4: Path, truth: np.ndarray, teachers: dict[str, np.ndarray]) -> dict:
+    import torch
+
     from kd.evaluate import score_clips
     from kd.manifest import load_manifest
     from kd.metrics import tagging_metrics
     from kd.models import load_tagger
+    from kd.students.readout import Readout
 
     tagger = load_tagger(str(run / "last.pt"))
     clips = [c for c in load_manifest(fold4).clips if c.labels]
-    logits, _ = score_clips(tagger, clips, progress=False)
-    probs = 1 / (1 + np.exp(-logits))
+    # One pass for the raw logits; the student's own readout (what `kd eval` scores) and the two plain ones follow.
+    readout, tagger.module.readout = tagger.module.readout, Readout(tagger.module.readout.num_classes)
+    raw, _ = score_clips(tagger, clips, progress=False)
+    raw = torch.from_numpy(raw)
+    probs = torch.sigmoid(readout(raw)).numpy()
     metrics = tagging_metrics(truth, probs)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     rates = [r["samples_per_s"] for r in records if "samples_per_s" in r]
     return {
         "label_map": metrics.mAP,
+        "readout": readout.kind,
+        "map_sigmoid": tagging_metrics(truth, torch.sigmoid(raw).numpy()).mAP,
+        "map_softmax": tagging_metrics(truth, torch.softmax(raw, -1).numpy()).mAP,
         "auc": metrics.mean_auc,
         "top5_mn04": top5_overlap(probs, teachers[MN04]),
         "samples_per_s": float(np.median(rates)) if rates else float("nan"),
@@ -252,6 +261,9 @@ def report(results: dict, teachers: dict[str, np.ndarray], truth: np.ndarray, ti
             {
                 "model": f"{args.student} {study.name}",
                 "label mAP": r["label_map"],
+                "readout": r["readout"],
+                "mAP sigmoid(logits)": r["map_sigmoid"],
+                "mAP softmax(logits)": r["map_softmax"],
                 "AUC": r["auc"],
                 "top-5 overlap mn04": r["top5_mn04"],
                 "samples/s": r["samples_per_s"],
@@ -267,7 +279,9 @@ def report(results: dict, teachers: dict[str, np.ndarray], truth: np.ndarray, ti
         f"--student {args.student} --loss {args.loss}` on {time.strftime('%Y-%m-%d')}. Train: ESC-50 folds 1-3 "
         f"({args.train_clips} clips incl. two unlabelled categories, label-free unless stated); score: fold 4 "
         "(label mAP over the AudioSet classes fold 4 has, whole 5 s clips, EMA weights). "
-        "Every student: same architecture, steps, batch, seed.",
+        "Every student: same architecture, steps, batch, seed. `label mAP` scores each student through its readout, "
+        "as `kd eval` does (sigmoid for BCE students, logit(softmax) for label-free KL ones); the next two columns "
+        "score the same logits through a plain sigmoid and a softmax over all classes.",
         "",
         markdown(rows),
         "",

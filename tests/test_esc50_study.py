@@ -8,6 +8,8 @@ import pytest
 
 from benchmarks import esc50_study
 from kd.checkpoint import read_checkpoint
+from kd.evaluate import evaluate
+from kd.models import load_tagger
 
 
 @pytest.fixture
@@ -29,6 +31,12 @@ def test_study_trains_scores_reports_and_resumes(tiny_study, capsys):
     times = json.loads((out / "timings.json").read_text())
     assert set(times) == {"dump", "train label_only", "train kd_mn04_v1"} and min(times.values()) > 0
     assert "best label-free student: kd_mn04_v1 (fold-4 label mAP " in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert results["label_only"]["readout"] == "sigmoid" and results["kd_mn04_v1"]["readout"] == "softmax"
+    assert results["label_only"]["label_map"] == pytest.approx(results["label_only"]["map_sigmoid"])
+    tagger = load_tagger(str(out / "runs" / "kd_mn04_v1" / "last.pt"))
+    as_kd_eval = evaluate(tagger, out / "fold4.csv", progress=False).metrics.mAP
+    assert results["kd_mn04_v1"]["label_map"] == pytest.approx(as_kd_eval, abs=1e-6)
     curve = (out / "runs" / "kd_mn04_v1" / "metrics.jsonl").read_text().splitlines()
     assert sum('"val_manifest_map"' in line for line in curve) == 3  # steps 0, 2 and 4
 
