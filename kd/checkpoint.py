@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -13,6 +13,9 @@ from kd.errors import WeightsError
 from kd.labels import LabelSpace
 from kd.leftovers import remove_dead, writer_tag
 from kd.permissions import follow_umask
+
+if TYPE_CHECKING:
+    from kd.students.readout import Readout
 
 CHECKPOINT_KIND = "kd-student"
 
@@ -80,7 +83,7 @@ def load_student(path: str | os.PathLike, use_ema: bool = True) -> tuple[torch.n
     return model.eval(), LabelSpace.from_json(state["labels"])
 
 
-def checkpoint_readout(state: dict[str, Any], num_classes: int):
+def checkpoint_readout(state: dict[str, Any], num_classes: int) -> Readout:
     """The readout a checkpoint records; checkpoints from before kd recorded one get their loss's, over all classes."""
     from kd.students.readout import Readout, readout_kind
 

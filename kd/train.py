@@ -326,7 +326,7 @@ def setup_run(config: TrainConfig, warn=None) -> Run:
     if config.head_prior:
         _start_at_prior(model, stored, config.label_weight)
     covered = np.logical_or.reduce([store.teacher(name).covered for name in spec.names])
-    model.readout = Readout.for_training(config.loss, config.label_weight, covered).to(device)
+    model.readout = Readout.for_training(config.loss, config.label_weight, covered)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
