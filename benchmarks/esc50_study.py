@@ -5,12 +5,13 @@ teachers themselves, a label-only student and online KD.
     python -m benchmarks.esc50_study --steps 300 --only kd_mn04_v4,label_only
     python -m benchmarks.esc50_study --report              # tables and curves from what is already trained
 
-One store holds mn04 and YAMNet over 16 views of each training clip; a configuration with V views trains on the
-first V of them (view 0 is the clean clip), which is exactly what a dump with --views V would have stored. Every
-student has the same architecture, steps, batch and seed, and is scored on fold 4 by label mAP (as `kd eval`) and
-by top-5 overlap with mn04's tags. Learning curves come from each run's fold-4 validation in metrics.jsonl. Writes
-docs/distillation-results.md (table) and docs/distillation-curves.png (OUT/docs for another --out), and prints the best
-student's checkpoint.
+One store holds the teachers the chosen configurations read (mn04 and YAMNet for the default set) over --views (16)
+views of each training clip; a configuration with V views trains on the first V of them (view 0 is the clean clip),
+which is exactly what a dump with --views V would have stored. The 48-view configurations need their own `--out` and
+`--views 48`. Every student has the same architecture, steps, batch and seed, and is scored on fold 4 by label mAP
+(as `kd eval`) and by top-5 overlap with mn04's tags. Learning curves come from each run's fold-4 validation in
+metrics.jsonl. Writes docs/distillation-results.md (table) and docs/distillation-curves.png (OUT/docs for another
+--out), and prints the best student's checkpoint.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Study:
     label_weight: float = 0.0
     online: bool = False
     note: str = ""
+    by_default: bool = True  # False: trained only when named by --only
     extra: dict = field(default_factory=dict)
 
 
@@ -62,6 +64,10 @@ CONFIGS = [  # run in this order (the longest first, so that --jobs 2 finishes t
     Study("kd_ensemble_v4", teachers=f"{MN04}:1,{YAMNET}:1", note="offline KD from mn04 + YAMNet, 4 views"),
     Study("kd_yamnet_v4", teachers=YAMNET, note="offline KD from YAMNet, 4 views"),
     Study("kd_labels_mn04_v16", views=16, label_weight=0.5, note="offline KD from mn04 and the labels, half each"),
+    # Only with --views 48 (a store of 48 views): more views, each with its own teacher targets, against the same
+    # 48 augmentations with the clip's one label.
+    Study("label_only_v48", views=48, label_weight=1.0, note="manifest labels only, 48 views", by_default=False),
+    Study("kd_mn04_v48", views=48, note="offline KD from mn04, 48 views", by_default=False),
 ]
 
 
@@ -85,7 +91,7 @@ def write_manifests(out: Path, limit: int = 0) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
-def dump(train: Path, store: Path, views: int) -> float:
+def dump(train: Path, store: Path, views: int, teachers: list[str]) -> float:
     from kd.dump import DumpConfig, dump_teachers
 
     began = time.perf_counter()
@@ -93,8 +99,8 @@ def dump(train: Path, store: Path, views: int) -> float:
         DumpConfig(
             manifest=str(train),
             store=str(store),
-            teachers=[MN04, YAMNET],
-            checkpoints={k: str(v) for k, v in WEIGHTS.items()},
+            teachers=teachers,
+            checkpoints={t: str(WEIGHTS[t]) for t in teachers},
             views=views,
             clip_seconds=5.0,
             block_size=128,
@@ -151,7 +157,7 @@ def train(study: Study, store: Path, fold4: Path, out: Path, args: argparse.Name
         out=str(run),
         student=args.student,
         teachers=study.teachers,
-        views=None if study.online else min(study.views, args.views),
+        views=None if study.online else min(study.views, args.views),  # smoke runs store fewer
         label_weight=study.label_weight,
         loss=args.loss,
         online=study.online,
@@ -325,6 +331,31 @@ def add_time(path: Path, part: str, seconds: float) -> None:
     path.write_text(json.dumps(times, indent=2))
 
 
+def choose(args: argparse.Namespace) -> list[Study]:
+    """The configurations to train: those named by --only, else the default set. A default configuration trains on
+    at most --views views (smoke runs store fewer); one that exists to test more views must have them."""
+    if not args.only:
+        return [c for c in CONFIGS if c.by_default]
+    names = args.only.split(",")
+    if unknown := [n for n in names if n not in {c.name for c in CONFIGS}]:
+        raise SystemExit(
+            f"--only: no configuration {', '.join(unknown)}; choose among {', '.join(c.name for c in CONFIGS)}"
+        )
+    chosen = [c for c in CONFIGS if c.name in names]
+    if wide := [c.name for c in chosen if not c.by_default and c.views > args.views]:
+        raise SystemExit(
+            f"--only {','.join(wide)}: needs more than --views {args.views} stored views; pass --views "
+            f"{max(c.views for c in chosen)} (with its own --out: a store keeps the views it was made with)"
+        )
+    return chosen
+
+
+def dumped_teachers(chosen: list[Study]) -> list[str]:
+    """The teachers the chosen offline configurations read (mn04 when only labels are trained: the store needs one)."""
+    names = {t.split(":")[0] for c in chosen if not c.online for t in c.teachers.split(",")}
+    return [t for t in (MN04, YAMNET) if t in names] or [MN04]
+
+
 def main(argv: list[str] | None = None) -> None:
     from kd.train import LOSSES
 
@@ -362,13 +393,13 @@ def main(argv: list[str] | None = None) -> None:
             train(study, args.out / "store.zarr", args.out / "fold4.csv", args.out, args)
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    chosen = [c for c in CONFIGS if not args.only or c.name in args.only.split(",")]
+    chosen = choose(args)
     timings = args.out / "timings.json"
     train_csv, fold4 = write_manifests(args.out, args.limit)
     store = args.out / "store.zarr"
     args.train_clips = sum(1 for _ in open(train_csv)) - 1
     if not args.report:
-        add_time(timings, "dump", dump(train_csv, store, args.views))
+        add_time(timings, "dump", dump(train_csv, store, args.views, dumped_teachers(chosen)))
     teachers = teacher_scores(fold4, args.out)
     truth = fold4_truth(fold4)
     if not args.report:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -48,3 +49,19 @@ def test_study_trains_scores_reports_and_resumes(tiny_study, capsys):
     esc50_study.main([*flags, "--steps", "6", "--report"])
     assert "left out of the table, trained for 4 steps" in capsys.readouterr().out
     assert read_checkpoint(out / "runs" / "label_only" / "last.pt")["step"] == 4
+
+
+def test_study_chooses_what_its_store_can_serve_and_dumps_only_needed_teachers():
+    def chosen(only="", views=16):
+        return esc50_study.choose(argparse.Namespace(only=only, views=views))
+
+    default = {c.name for c in chosen()}
+    assert "kd_mn04_v16" in default and "online_mn04" in default and not default & {"kd_mn04_v48", "label_only_v48"}
+    assert esc50_study.dumped_teachers(chosen()) == [esc50_study.MN04, esc50_study.YAMNET]
+    wide = chosen("kd_mn04_v48,label_only_v48", views=48)
+    assert [c.views for c in wide] == [48, 48] and esc50_study.dumped_teachers(wide) == [esc50_study.MN04]
+    assert esc50_study.dumped_teachers(chosen("label_only")) == [esc50_study.MN04]
+    with pytest.raises(SystemExit, match="needs more than --views 16 stored views; pass --views 48"):
+        chosen("kd_mn04_v48")
+    with pytest.raises(SystemExit, match="no configuration kd_nope"):
+        chosen("kd_nope,label_only")
