@@ -352,8 +352,10 @@ def choose(args: argparse.Namespace) -> list[Study]:
 
 def dumped_teachers(chosen: list[Study]) -> list[str]:
     """The teachers the chosen offline configurations read (mn04 when only labels are trained: the store needs one)."""
-    names = {t.split(":")[0] for c in chosen if not c.online for t in c.teachers.split(",")}
-    return [t for t in (MN04, YAMNET) if t in names] or [MN04]
+    from kd.stores.targets import parse_teachers
+
+    names = {name for c in chosen if not c.online for name, _ in parse_teachers(c.teachers)}
+    return [t for t in WEIGHTS if t in names] or [MN04]
 
 
 def main(argv: list[str] | None = None) -> None:
