@@ -189,7 +189,8 @@ def train_side_by_side(chosen: list[Study], args: argparse.Namespace, argv: list
     while pending or running:
         while pending and len(running) < max(1, args.jobs):
             study = pending.pop(0)
-            command = [sys.executable, "-m", "benchmarks.esc50_study", *argv, "--out", str(args.out)]
+            command = [sys.executable, "-m", "benchmarks.esc50_study", *argv, "--out", str(args.out), "--store"]
+            command.append(str(args.store))
             command += ["--train-only", "--only", study.name]
             with open(args.out / f"train-{study.name}.log", "ab") as log:  # the child keeps its own copy
                 process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
@@ -371,6 +372,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--views", type=int, default=16, help="views dumped per training clip")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        help="logit store (default OUT/store.zarr); another study's store is reused, and extended with any teacher "
+        "the chosen configurations need and it lacks",
+    )
     parser.add_argument("--curve-points", type=int, default=6, help="fold-4 validations per run")
     parser.add_argument("--only", default="", help=f"comma-separated among {', '.join(c.name for c in CONFIGS)}")
     parser.add_argument(
@@ -389,16 +396,17 @@ def main(argv: list[str] | None = None) -> None:
     default_out = args.out == Path(parser.get_default("out"))
     args.out = args.out.resolve()
     args.docs = args.docs or (DOCS if default_out else args.out / "docs")
+    args.store = (args.store or args.out / "store.zarr").resolve()
     if args.train_only:
         torch_threads(args)
         for study in [c for c in CONFIGS if c.name in args.only.split(",")]:
-            train(study, args.out / "store.zarr", args.out / "fold4.csv", args.out, args)
+            train(study, args.store, args.out / "fold4.csv", args.out, args)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     chosen = choose(args)
     timings = args.out / "timings.json"
     train_csv, fold4 = write_manifests(args.out, args.limit)
-    store = args.out / "store.zarr"
+    store = args.store
     args.train_clips = sum(1 for _ in open(train_csv)) - 1
     if not args.report:
         add_time(timings, "dump", dump(train_csv, store, args.views, dumped_teachers(chosen)))

@@ -50,6 +50,12 @@ def test_study_trains_scores_reports_and_resumes(tiny_study, capsys):
     assert "left out of the table, trained for 4 steps" in capsys.readouterr().out
     assert read_checkpoint(out / "runs" / "label_only" / "last.pt")["step"] == 4
 
+    other = out.parent / "other"  # a second study (other steps, say) reuses the first one's dump
+    esc50_study.main([*flags, "--out", str(other), "--store", str(out / "store.zarr"), "--only", "kd_mn04_v1"])
+    assert not (other / "store.zarr").exists()
+    config = json.loads((other / "runs" / "kd_mn04_v1" / "config.json").read_text())
+    assert config["store"] == str((out / "store.zarr").resolve())
+
 
 def test_study_chooses_what_its_store_can_serve_and_dumps_only_needed_teachers():
     def chosen(only="", views=16):
