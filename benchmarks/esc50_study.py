@@ -189,9 +189,8 @@ def train_side_by_side(chosen: list[Study], args: argparse.Namespace, argv: list
     while pending or running:
         while pending and len(running) < max(1, args.jobs):
             study = pending.pop(0)
-            command = [sys.executable, "-m", "benchmarks.esc50_study", *argv, "--out", str(args.out), "--store"]
-            command.append(str(args.store))
-            command += ["--train-only", "--only", study.name]
+            command = [sys.executable, "-m", "benchmarks.esc50_study", *argv, "--out", str(args.out)]
+            command += ["--store", str(args.store), "--train-only", "--only", study.name]
             with open(args.out / f"train-{study.name}.log", "ab") as log:  # the child keeps its own copy
                 process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
             running[study.name] = (process, time.perf_counter())
@@ -406,10 +405,9 @@ def main(argv: list[str] | None = None) -> None:
     chosen = choose(args)
     timings = args.out / "timings.json"
     train_csv, fold4 = write_manifests(args.out, args.limit)
-    store = args.store
     args.train_clips = sum(1 for _ in open(train_csv)) - 1
     if not args.report:
-        add_time(timings, "dump", dump(train_csv, store, args.views, dumped_teachers(chosen)))
+        add_time(timings, "dump", dump(train_csv, args.store, args.views, dumped_teachers(chosen)))
     teachers = teacher_scores(fold4, args.out)
     truth = fold4_truth(fold4)
     if not args.report:
