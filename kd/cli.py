@@ -489,6 +489,13 @@ def train_student_cmd(
     label_weight: Annotated[
         float, typer.Option(help="Weight of ground-truth labels from the manifest (0 = none).")
     ] = 0.0,
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            help="Teach only these classes: 'manifest' (those the store's manifest labels), 'top:N' (the N the "
+            "teachers rate highest on the training views), a file of names, or names joined by ';' (default: all)."
+        ),
+    ] = None,
     head_prior: Annotated[
         bool,
         typer.Option(

@@ -17,7 +17,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from kd.checkpoint import read_checkpoint, save_checkpoint
+from kd.class_choice import class_mask, resolve_classes
 from kd.distill_data import DistillDataset
 from kd.errors import ConfigError, TrainingError
 from kd.metrics import tagging_metrics
@@ -56,6 +57,7 @@ class TrainConfig:
     combine: str = "prob"
     loss: str = "bce"
     label_weight: float = 0.0
+    classes: str | None = None
     head_prior: bool = True
     online: bool = False
     views: int | None = None
@@ -150,16 +152,25 @@ class KDLoss(torch.nn.Module):
     the many mostly-empty classes start.
     """
 
-    def __init__(self, kind: str, temperature: float, label_weight: float) -> None:
+    def __init__(
+        self, kind: str, temperature: float, label_weight: float, classes: tuple[int, ...] | None = None
+    ) -> None:
         super().__init__()
         self.kind, self.temperature, self.label_weight = kind, temperature, label_weight
+        # Ground truth is scored on the chosen classes only, as the teachers' targets are (through their mask).
+        self.label_columns = None if classes is None else torch.tensor(classes)
 
     def forward(
         self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor:
         mask = mask.float()
+        if self.label_weight > 0 and self.label_columns is not None:
+            columns = self.label_columns.to(logits.device)
+            truth = F.binary_cross_entropy_with_logits(logits[..., columns], labels[..., columns])
+        elif self.label_weight > 0:
+            truth = F.binary_cross_entropy_with_logits(logits, labels)
         if self.label_weight == 1:
-            return F.binary_cross_entropy_with_logits(logits, labels)
+            return truth
         if self.kind == "bce":
             per_class = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
             distill = (per_class * mask).sum() / mask.sum().clamp_min(1)
@@ -171,7 +182,6 @@ class KDLoss(torch.nn.Module):
             distill = (t * t) * (p * (torch.log(p.clamp_min(1e-12)) - log_q)).sum(-1).mean()
         if self.label_weight == 0:
             return distill
-        truth = F.binary_cross_entropy_with_logits(logits, labels)
         return (1 - self.label_weight) * distill + self.label_weight * truth
 
 
@@ -300,9 +310,14 @@ def setup_run(config: TrainConfig, warn=None) -> Run:
     if config.views is not None and config.views > store.num_views:
         raise ConfigError(f"--views {config.views}: the store has {store.num_views} views per clip")
     views = list(range(config.views)) if config.views is not None else None
-    stored = DistillDataset(
-        store, spec, model.frontend, model.sample_rate, clips=np.flatnonzero(~val_clips), views=views, **common
-    )
+    train_clips = np.flatnonzero(~val_clips)
+
+    def mean_probability() -> torch.Tensor:
+        probe = DistillDataset(store, spec, model.frontend, model.sample_rate, clips=train_clips, views=views, **common)
+        return probe.mean_targets()[0]
+
+    spec = replace(spec, classes=resolve_classes(config.classes, store.labels, clip_labels, mean_probability))
+    stored = DistillDataset(store, spec, model.frontend, model.sample_rate, clips=train_clips, views=views, **common)
     train_data, live = stored, None
     if config.online:
         from kd.online import LiveEnsemble, OnlineDataset
@@ -326,6 +341,7 @@ def setup_run(config: TrainConfig, warn=None) -> Run:
     if config.head_prior:
         _start_at_prior(model, stored, config.label_weight)
     covered = np.logical_or.reduce([store.teacher(name).covered for name in spec.names])
+    covered &= class_mask(spec.classes, len(covered))
     model.readout = Readout.for_training(config.loss, config.label_weight, covered)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -357,7 +373,7 @@ def setup_run(config: TrainConfig, warn=None) -> Run:
         scheduler=scheduler,
         scaler=scaler,
         ema=EMA(model, config.ema_decay),
-        loss_fn=KDLoss(config.loss, config.temperature, config.label_weight),
+        loss_fn=KDLoss(config.loss, config.temperature, config.label_weight, spec.classes),
         device=device,
         rank=rank,
         world=world,
@@ -479,6 +495,7 @@ def save_run(run: Run, path: Path) -> None:
                 "teachers": [list(t) for t in spec.teachers],
                 "temperature": spec.temperature,
                 "combine": spec.combine,
+                "classes": None if spec.classes is None else [store.labels.names[i] for i in spec.classes],
             },
             "teacher_sha256": {n: store.teacher(n).attrs.get("checkpoint_sha256", "") for n in spec.names},
             "world_size": run.world,

@@ -128,6 +128,26 @@ def test_kl_student_reads_out_its_softmax_over_the_classes_its_teachers_cover(st
     assert float(probs[:, ~covered].max()) < 1e-30
 
 
+def test_student_taught_chosen_classes_reads_out_only_those(store, tmp_path):
+    """--classes: the distribution a KL student learns and reads out is over the chosen classes its teachers cover."""
+    covered = LogitStore(store).teacher("toy/partial32k").covered
+    labels = LogitStore(store).labels
+    inside, outside = (labels.names[i] for i in np.flatnonzero(covered)[:2])
+    missing = labels.names[int(np.flatnonzero(~covered)[0])]
+    out = tmp_path / "run"
+    train_student(_config(store, out, teachers="toy/partial32k", loss="kl", classes=f"{inside};{outside};{missing}"))
+    state = read_checkpoint(out / "last.pt")
+    assert state["readout"]["classes"] == [labels.index(inside), labels.index(outside)]
+    assert state["ensemble"]["classes"] == sorted([inside, outside, missing], key=labels.index)
+    model, _ = load_student(out / "last.pt")
+    with torch.no_grad():
+        probs = torch.sigmoid(model(torch.randn(2, 16000) * 0.1))
+    torch.testing.assert_close(probs[:, [labels.index(inside), labels.index(outside)]].sum(-1), torch.ones(2))
+    refused = run_kd("train-student", str(store), "--out", str(tmp_path / "b"), "--classes", "Dog;Wolfhound")
+    assert refused.returncode == 2 and "'Wolfhound' from --classes not in the store's 527 classes" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "b").exists()
+
+
 def test_resume_after_sigkill_equals_uninterrupted(store, tmp_path):
     flags = "--student dass-tiny --steps 8 --batch-size 2"
     flags += " --workers 0 --val-fraction 0 --warmup-steps 2 --checkpoint-every 1 --lr 3e-3"

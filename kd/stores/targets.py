@@ -12,16 +12,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from kd.class_choice import class_mask
 from kd.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class EnsembleSpec:
-    """Which stored teachers, with what weights, at what temperature, combined how ('prob' or 'logit')."""
+    """Which stored teachers, with what weights, at what temperature, combined how ('prob' or 'logit'), and which
+    classes they teach (`classes`: sorted store class indices; None = every class some teacher covers)."""
 
     teachers: tuple[tuple[str, float], ...]
     temperature: float = 1.0
     combine: str = "prob"
+    classes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.teachers:
@@ -73,7 +76,7 @@ def combine(full_logits: list[torch.Tensor], spec: EnsembleSpec) -> tuple[torch.
 
     Returns:
         targets: probabilities [..., C] (zero where no teacher covers the class).
-        mask: [..., C] true where at least one teacher covers the class.
+        mask: [..., C] true where at least one teacher covers the class (and the spec's `classes` name it).
     """
     weights = torch.tensor([w for _, w in spec.teachers], dtype=torch.float32)
     stacked = torch.stack(full_logits) / spec.temperature
@@ -81,6 +84,8 @@ def combine(full_logits: list[torch.Tensor], spec: EnsembleSpec) -> tuple[torch.
     w = weights.view(-1, *([1] * (stacked.dim() - 1))) * known
     total = w.sum(0)
     mask = total > 0
+    if spec.classes is not None:
+        mask = mask & torch.from_numpy(class_mask(spec.classes, mask.shape[-1]))
     values = torch.sigmoid(stacked) if spec.combine == "prob" else stacked
     mean = (torch.nan_to_num(values, nan=0.0, neginf=0.0 if spec.combine == "prob" else -1e4) * w).sum(0)
     mean = mean / total.clamp_min(1e-12)
