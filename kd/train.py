@@ -158,17 +158,15 @@ class KDLoss(torch.nn.Module):
         super().__init__()
         self.kind, self.temperature, self.label_weight = kind, temperature, label_weight
         # Ground truth is scored on the chosen classes only, as the teachers' targets are (through their mask).
-        self.label_columns = None if classes is None else torch.tensor(classes)
+        self.label_columns = slice(None) if classes is None else list(classes)
 
     def forward(
         self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor:
         mask = mask.float()
-        if self.label_weight > 0 and self.label_columns is not None:
-            columns = self.label_columns.to(logits.device)
+        if self.label_weight > 0:
+            columns = self.label_columns
             truth = F.binary_cross_entropy_with_logits(logits[..., columns], labels[..., columns])
-        elif self.label_weight > 0:
-            truth = F.binary_cross_entropy_with_logits(logits, labels)
         if self.label_weight == 1:
             return truth
         if self.kind == "bce":

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kd.class_choice import class_mask
 from kd.errors import ConfigError
 
 READOUTS = ("sigmoid", "softmax")
@@ -48,10 +49,7 @@ class Readout(nn.Module):
 
     def covered(self, device: torch.device | None = None) -> torch.Tensor:
         """[C] bool: the classes the distribution is over."""
-        if self.classes is None:
-            return torch.ones(self.num_classes, dtype=torch.bool, device=device)
-        chosen = set(self.classes)
-        return torch.tensor([c in chosen for c in range(self.num_classes)], dtype=torch.bool, device=device)
+        return torch.from_numpy(class_mask(self.classes, self.num_classes)).to(device)
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         if self.kind == "sigmoid":
