@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 
 import pytest
@@ -57,12 +58,24 @@ def test_study_trains_scores_reports_and_resumes(tiny_study, capsys):
     assert config["store"] == str((out / "store.zarr").resolve())
 
 
+def test_study_teaches_the_manifest_classes_where_a_configuration_says_so(tiny_study):
+    out, flags = tiny_study
+    esc50_study.main([*flags, "--only", "kd_mn04_v16_manifest_t2"])  # trains on the 2 views the smoke run stores
+    run = out / "runs" / "kd_mn04_v16_manifest_t2"
+    config = json.loads((run / "config.json").read_text())
+    assert (config["classes"], config["temperature"], config["views"]) == ("manifest", 2.0, 2)
+    named = {name for row in csv.DictReader(open(out / "train.csv")) for name in row["labels"].split(";") if name}
+    ensemble = read_checkpoint(run / "last.pt")["ensemble"]
+    assert set(ensemble["classes"]) == named and len(named) < 527
+
+
 def test_study_chooses_what_its_store_can_serve_and_dumps_only_needed_teachers():
     def chosen(only="", views=16):
         return esc50_study.choose(argparse.Namespace(only=only, views=views))
 
     default = {c.name for c in chosen()}
-    assert "kd_mn04_v16" in default and "online_mn04" in default and not default & {"kd_mn04_v48", "label_only_v48"}
+    assert {"kd_mn04_v16", "kd_mn04_v16_manifest", "online_mn04"} <= default
+    assert not default & {"kd_mn04_v48", "label_only_v48", "kd_mn04_v16_manifest_t2"}
     assert esc50_study.dumped_teachers(chosen()) == [esc50_study.MN04, esc50_study.YAMNET]
     wide = chosen("kd_mn04_v48,label_only_v48", views=48)
     assert [c.views for c in wide] == [48, 48] and esc50_study.dumped_teachers(wide) == [esc50_study.MN04]
