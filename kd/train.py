@@ -339,8 +339,8 @@ def setup_run(config: TrainConfig, warn=None) -> Run:
     if config.head_prior:
         _start_at_prior(model, stored, config.label_weight)
     covered = np.logical_or.reduce([store.teacher(name).covered for name in spec.names])
-    covered &= class_mask(spec.classes, len(covered))
-    model.readout = Readout.for_training(config.loss, config.label_weight, covered)
+    chosen = class_mask(spec.classes, len(covered))
+    model.readout = Readout.for_training(config.loss, config.label_weight, covered, chosen)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)

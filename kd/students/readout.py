@@ -6,7 +6,8 @@ unchanged, so their level is whatever the optimiser left, a per-clip offset that
 clips wrongly for every class (on ESC-50 fold 4 it cost the distilled student 0.05 label mAP). What KL does define
 is q = softmax(z) over the classes the teachers covered. A student trained so reads out logit(q_c): the sigmoid
 that every consumer applies (`kd eval`, `kd predict`, NIAH, the exports, a distilled student used as a teacher)
-then yields q_c exactly.
+then yields q_c exactly. Either way a class the training never taught (no teacher covered it, or `--classes` left
+it out) reads out as probability 0.
 """
 
 from __future__ import annotations
@@ -48,13 +49,15 @@ class Readout(nn.Module):
         self.classes = None if classes is None or len(classes) == num_classes else tuple(classes)
 
     def covered(self, device: torch.device | None = None) -> torch.Tensor:
-        """[C] bool: the classes the distribution is over."""
+        """[C] bool: the classes the training taught (for softmax, the classes the distribution is over)."""
         return torch.from_numpy(class_mask(self.classes, self.num_classes)).to(device)
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.kind == "sigmoid":
+        if self.kind == "sigmoid" and self.classes is None:
             return logits
         uncovered = ~self.covered(logits.device)
+        if self.kind == "sigmoid":  # an untaught class's logit is its initialisation: no evidence of anything
+            return logits.masked_fill(uncovered, _UNCOVERED)
         log_q = torch.log_softmax(logits.float().masked_fill(uncovered, float("-inf")), dim=-1)
         # logit(q) = log q - log(1 - q); q is capped below 1 so a confident clip stays finite.
         out = log_q - torch.log1p(-log_q.exp().clamp(max=1 - 1e-6))
@@ -69,8 +72,9 @@ class Readout(nn.Module):
         return cls(num_classes, values.get("kind", "sigmoid"), values.get("classes"))
 
     @classmethod
-    def for_training(cls, loss: str, label_weight: float, covered: np.ndarray) -> Readout:
-        """The readout of a student trained with `loss` and `label_weight` on classes `covered` [C] (bool)."""
-        covered = np.asarray(covered, dtype=bool)
+    def for_training(cls, loss: str, label_weight: float, covered: np.ndarray, chosen: np.ndarray) -> Readout:
+        """The readout of a student trained with `loss` and `label_weight`, on the targets of classes `covered` [C]
+        (bool, some teacher covers them) and on the labels of classes `chosen` [C] (bool, `--classes`)."""
+        covered = np.asarray(chosen, dtype=bool) & (np.asarray(covered, dtype=bool) | (label_weight > 0))
         classes = None if covered.all() else np.flatnonzero(covered).tolist()
         return cls(len(covered), readout_kind(loss, label_weight), classes)

@@ -40,11 +40,26 @@ def test_sigmoid_readout_is_the_identity_and_kinds_follow_the_loss():
         Readout(5, "softmax", classes=[7])
 
 
+def test_sigmoid_readout_gives_untaught_classes_no_probability():
+    """Classes outside `--classes` get neither targets nor labels, classes no teacher covers get labels only: what
+    the training never taught reads out as probability 0 rather than its initial logit."""
+    covered, chosen = np.array([True, True, False, True]), np.array([True, False, True, True])
+    kd_only = Readout.for_training("bce", 0.0, covered, chosen)
+    assert kd_only.covered().tolist() == [True, False, False, True]
+    with_labels = Readout.for_training("bce", 0.5, covered, chosen)
+    assert with_labels.covered().tolist() == [True, False, True, True]  # the labels teach the uncovered class
+    logits = torch.randn(3, 4)
+    out = with_labels(logits)
+    assert torch.equal(out[:, [0, 2, 3]], logits[:, [0, 2, 3]])
+    assert float(torch.sigmoid(out[:, 1]).max()) < 1e-30 and torch.isfinite(out).all()
+
+
 def test_readout_round_trips_and_old_checkpoints_get_their_loss_readout():
-    readout = Readout.for_training("kl", 0.0, np.array([True, False, True]))
+    every = np.ones(3, bool)
+    readout = Readout.for_training("kl", 0.0, np.array([True, False, True]), every)
     again = Readout.from_dict(3, readout.to_dict())
     assert again.kind == "softmax" and again.covered().tolist() == [True, False, True]
-    assert Readout.for_training("bce", 0.0, np.ones(3, bool)).to_dict() == {"kind": "sigmoid", "classes": None}
+    assert Readout.for_training("bce", 0.0, every, every).to_dict() == {"kind": "sigmoid", "classes": None}
     assert checkpoint_readout({"config": {"loss": "kl", "label_weight": 0.0}}, 3).kind == "softmax"
     assert checkpoint_readout({"config": {"loss": "bce"}}, 3).kind == "sigmoid"
 
