@@ -379,6 +379,7 @@ DASS_MEDIUM = DassConfig(depths=(2, 2, 20, 2), drop_path_rate=0.3)
 DASS_TINY = DassConfig(depths=(1, 1), dims=(48, 96), drop_path_rate=0.0)
 DASS_MINI = DassConfig(depths=(1, 1, 2, 1), dims=(32, 64, 128, 256), drop_path_rate=0.0)
 DASS_MINI_P16 = DassConfig(depths=(1, 1, 2, 1), dims=(32, 64, 128, 256), patch_size=16, drop_path_rate=0.0)
+DASS_MIDI_P16 = DassConfig(depths=(1, 1, 4, 2), dims=(32, 64, 192, 384), patch_size=16, drop_path_rate=0.0)
 
 
 @register_student("dass-small")
@@ -412,6 +413,13 @@ def dass_mini_p16(num_classes: int = 527, drop_path_rate: float = 0.0) -> Dass:
     its training samples/s on a CPU (benchmarks/student_step.py), for the same 1.6 M parameters. The student of the
     ESC-50 study (docs/distillation.md)."""
     return build_dass(_with_drop_path(DASS_MINI_P16, drop_path_rate), num_classes)
+
+
+@register_student("dass-midi-p16")
+def dass_midi_p16(num_classes: int = 527, drop_path_rate: float = 0.0) -> Dass:
+    """dass-mini-p16 with its last two stages wider and deeper: 5.8 M parameters where a 16 x 16-patched clip has
+    few positions, so at about half its training samples/s on a CPU (benchmarks/student_step.py)."""
+    return build_dass(_with_drop_path(DASS_MIDI_P16, drop_path_rate), num_classes)
 
 
 def _with_drop_path(config: DassConfig, rate: float) -> DassConfig:
