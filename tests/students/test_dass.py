@@ -192,6 +192,19 @@ def test_dass_mini_p16_has_a_sixteenth_of_the_positions_and_takes_any_length() -
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in coarse.parameters())
 
 
+def test_dass_midi_p16_sits_between_mini_p16_and_small() -> None:
+    """dass-midi-p16: dass-mini-p16's patching and first stages, its last two stages wider (192, 384) and deeper
+    (4, 2): 3.5 times the parameters at the same 8 x 31 positions for 5 s."""
+    midi = create_student("dass-midi-p16")
+    assert sum(p.numel() for p in midi.parameters()) == 5_775_407
+    assert [len(stage.blocks) for stage in midi.layers] == [1, 1, 4, 2]
+    assert midi.patch_embed(torch.randn(1, 1, 128, 498)).shape[1:3] == (8, 31)
+    logits = midi(torch.randn(2, 80_000))
+    assert logits.shape == (2, 527) and torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in midi.parameters())
+
+
 @pytest.mark.parametrize(("patch", "strides"), [(4, (2, 2)), (8, (2, 4)), (16, (4, 4)), (32, (4, 8))])
 def test_patch_size_is_the_total_stride(patch: int, strides: tuple[int, int]) -> None:
     """Upstream strides both convolutions by patch / 2 (a total of `patch` only for 4); kd's split multiplies to it,
