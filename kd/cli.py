@@ -489,16 +489,6 @@ def train_student_cmd(
     label_weight: Annotated[
         float, typer.Option(help="Weight of ground-truth labels from the manifest (0 = none).")
     ] = 0.0,
-    rank_weight: Annotated[
-        float,
-        typer.Option(
-            help="Weight of a ranking term: per class, the teachers' and the student's distributions over the "
-            "batch's clips (what label mAP scores; the per-clip loss barely sees a student's false positives)."
-        ),
-    ] = 0.0,
-    rank_temperature: Annotated[
-        float, typer.Option(help="Temperature of --rank-weight's distributions (above 1: the near-zero tail counts).")
-    ] = 2.0,
     classes: Annotated[
         str | None,
         typer.Option(

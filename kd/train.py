@@ -57,8 +57,6 @@ class TrainConfig:
     combine: str = "prob"
     loss: str = "bce"
     label_weight: float = 0.0
-    rank_weight: float = 0.0
-    rank_temperature: float = 2.0
     classes: str | None = None
     head_prior: bool = True
     online: bool = False
@@ -88,17 +86,7 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in (
-            "temperature",
-            "label_weight",
-            "rank_weight",
-            "rank_temperature",
-            "lr",
-            "weight_decay",
-            "grad_clip",
-            "ema_decay",
-            "drop_path",
-        ):
+        for name in ("temperature", "label_weight", "lr", "weight_decay", "grad_clip", "ema_decay", "drop_path"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value):
                 raise ConfigError(f"--{_flag(name)} must be a finite number, got {value!r}")
@@ -108,7 +96,6 @@ class TrainConfig:
             "accumulate": self.accumulate,
             "lr": self.lr,
             "temperature": self.temperature,
-            "rank_temperature": self.rank_temperature,
             "grad_clip": self.grad_clip,
             "checkpoint_every": self.checkpoint_every,
             "log_every": self.log_every,
@@ -117,7 +104,7 @@ class TrainConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"--{_flag(name)} must be positive, got {value}")
-        for name in ("warmup_steps", "workers", "seed", "weight_decay", "rank_weight"):
+        for name in ("warmup_steps", "workers", "seed", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if self.loss not in LOSSES:
@@ -132,8 +119,6 @@ class TrainConfig:
             raise ConfigError(f"--drop-path must be in [0, 1), got {self.drop_path}")
         if self.views is not None and self.views < 1:
             raise ConfigError(f"--views must be positive (the first V stored views of each clip), got {self.views}")
-        if self.rank_weight > 0 and self.label_weight == 1:
-            raise ConfigError("--rank-weight distils the teachers' ranking, which --label-weight 1 ignores; drop one")
         if self.online and self.label_weight == 1:
             raise ConfigError("--online runs teachers that --label-weight 1 would ignore; drop one of them")
 
@@ -160,32 +145,18 @@ def _flag(name: str) -> str:
 
 
 class KDLoss(torch.nn.Module):
-    """BCE against soft targets (multi-label, default) or KL over classes; optional ranking term and ground truth.
+    """BCE against soft targets (multi-label, default) or KL over classes; optional ground-truth BCE mixed in.
 
     BCE is averaged over the classes some teacher covers: its gradient per class is the same whatever the number of
     classes, so the output bias prior (see `DistillDataset.mean_targets`) rather than the reduction decides where
     the many mostly-empty classes start.
-
-    Both losses compare one clip's classes. Label mAP ranks the clips of one class, and there both are nearly blind
-    to a student that gives a class probability where the teacher gives almost none: KL's gradient on that logit
-    is the student's own small probability. The ranking term (weight `rank_weight`) compares the other axis: for
-    each class, the teacher's and the student's distributions over the clips of the batch, each proportional to
-    probability ** (1 / rank_temperature) (a temperature above 1 lets the near-zero tail count), weighted by how
-    present the class is in the batch (its largest target). DIST (Huang et al. 2022) pairs the two axes likewise.
     """
 
     def __init__(
-        self,
-        kind: str,
-        temperature: float,
-        label_weight: float,
-        classes: tuple[int, ...] | None = None,
-        rank_weight: float = 0.0,
-        rank_temperature: float = 2.0,
+        self, kind: str, temperature: float, label_weight: float, classes: tuple[int, ...] | None = None
     ) -> None:
         super().__init__()
         self.kind, self.temperature, self.label_weight = kind, temperature, label_weight
-        self.rank_weight, self.rank_temperature = rank_weight, rank_temperature
         # Ground truth is scored on the chosen classes only, as the teachers' targets are (through their mask).
         self.label_columns = slice(None) if classes is None else list(classes)
 
@@ -201,34 +172,15 @@ class KDLoss(torch.nn.Module):
         if self.kind == "bce":
             per_class = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
             distill = (per_class * mask).sum() / mask.sum().clamp_min(1)
-            log_p, log_q = torch.log(targets.clamp_min(1e-12)), F.logsigmoid(logits)
         else:
             t = self.temperature
             p = targets * mask
             p = p / p.sum(-1, keepdim=True).clamp_min(1e-12)
-            log_p = torch.log(p.clamp_min(1e-12))
             log_q = torch.log_softmax(logits.masked_fill(mask == 0, -1e4) / t, dim=-1)
-            distill = (t * t) * (p * (log_p - log_q)).sum(-1).mean()
-        if self.rank_weight > 0:
-            distill = distill + self.rank_weight * self.ranking(log_p, log_q, targets, mask)
+            distill = (t * t) * (p * (torch.log(p.clamp_min(1e-12)) - log_q)).sum(-1).mean()
         if self.label_weight == 0:
             return distill
         return (1 - self.label_weight) * distill + self.label_weight * truth
-
-    def ranking(
-        self, log_p: torch.Tensor, log_q: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
-        """Per class, KL from the teacher's to the student's distribution over the batch's clips; weighted mean."""
-        log_p, log_q = log_p.reshape(-1, log_p.shape[-1]), log_q.reshape(-1, log_q.shape[-1])
-        columns = mask.reshape(-1, mask.shape[-1]).bool().all(0)
-        if log_p.shape[0] < 2 or not columns.any():
-            return log_q.sum() * 0
-        r = self.rank_temperature
-        teacher = torch.log_softmax(log_p[:, columns] / r, dim=0)
-        student = torch.log_softmax(log_q[:, columns] / r, dim=0)
-        per_class = (teacher.exp() * (teacher - student)).sum(0)
-        presence = targets.reshape(-1, targets.shape[-1])[:, columns].amax(0)
-        return (r * r) * (presence * per_class).sum() / presence.sum().clamp_min(1e-12)
 
 
 class EMA:
@@ -419,14 +371,7 @@ def setup_run(config: TrainConfig, warn=None) -> Run:
         scheduler=scheduler,
         scaler=scaler,
         ema=EMA(model, config.ema_decay),
-        loss_fn=KDLoss(
-            config.loss,
-            config.temperature,
-            config.label_weight,
-            spec.classes,
-            config.rank_weight,
-            config.rank_temperature,
-        ),
+        loss_fn=KDLoss(config.loss, config.temperature, config.label_weight, spec.classes),
         device=device,
         rank=rank,
         world=world,

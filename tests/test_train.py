@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import signal
@@ -198,61 +197,11 @@ def test_a_checkpoint_from_before_a_setting_existed_resumes_with_its_default(sto
     run = tmp_path / "run"
     train_student(_config(store, run, steps=2))
     state = torch.load(run / "last.pt", weights_only=False)
-    del state["config"]["rank_weight"], state["config"]["rank_temperature"]
+    del state["config"]["head_prior"]
     torch.save(state, run / "last.pt")
     assert train_student(_config(store, run, steps=4, resume=True)).step == 4
-    with pytest.raises(ConfigError, match="rank_weight"):
-        train_student(_config(store, run, steps=6, resume=True, rank_weight=1.0))
-
-
-def _ranked_batch(kind: str = "kl"):
-    """Four clips; class 0 is present only in clip 0. `exact` matches the teacher as the loss `kind` models it; `fp`
-    also, except for a false positive: class 0 in clip 1 at 500 times the teacher's 1e-4."""
-    torch.manual_seed(0)
-    teacher = torch.rand(4, 6) * 0.3 + 0.05
-    teacher[:, 0] = torch.tensor([0.7, 1e-4, 1e-4, 1e-4])
-    exact = torch.log(teacher) if kind == "kl" else torch.logit(teacher)
-    fp = exact.clone()
-    fp[1, 0] += math.log(500)
-    return teacher, torch.ones(4, 6, dtype=torch.bool), exact, fp
-
-
-@pytest.mark.parametrize("kind", ["kl", "bce"])
-def test_ranking_term_sees_the_false_positive_the_per_clip_loss_misses(kind):
-    from kd.train import KDLoss
-
-    teacher, mask, exact, fp = _ranked_batch(kind)
-    plain, ranked = KDLoss(kind, 1.0, 0.0), KDLoss(kind, 1.0, 0.0, rank_weight=1.0, rank_temperature=2.0)
-    per_clip_cost = float(plain(fp, teacher, mask, teacher) - plain(exact, teacher, mask, teacher))
-    rank_cost = float(ranked(fp, teacher, mask, teacher) - plain(fp, teacher, mask, teacher))
-    assert 0 < per_clip_cost < 0.02  # the per-clip loss barely notices
-    assert rank_cost > 5 * per_clip_cost
-    if kind == "kl":  # KL leaves each clip's logit offset free, and so does its ranking term
-        shifted = exact + torch.tensor([[3.0], [-2.0], [0.5], [1.0]])
-        assert float(ranked(shifted, teacher, mask, teacher) - plain(shifted, teacher, mask, teacher)) < 1e-6
-    fp.requires_grad_(True)
-    ranked(fp, teacher, mask, teacher).backward()
-    assert fp.grad[1, 0] > 0  # pushes the false positive down
-
-
-def test_ranking_term_counts_only_classes_every_clip_is_taught():
-    from kd.train import KDLoss
-
-    teacher, mask, exact, fp = _ranked_batch()
-    mask[:, 0] = False
-    mask[2, 3] = False
-    ranked = KDLoss("kl", 1.0, 0.0, rank_weight=1.0)
-    moved = exact.clone()
-    moved[:, 3] += torch.tensor([4.0, -4.0, 0.0, 0.0])  # class 3 is untaught in clip 2: no cross-clip ranking of it
-    assert torch.isclose(ranked.ranking(*_log_probs(exact, teacher, mask), teacher, mask), torch.tensor(0.0), atol=1e-6)
-    assert float(ranked.ranking(*_log_probs(fp, teacher, mask), teacher, mask)) < 1e-6  # class 0 untaught
-    assert float(ranked(moved, teacher, mask, teacher)) > float(KDLoss("kl", 1.0, 0.0)(moved, teacher, mask, teacher))
-
-
-def _log_probs(logits, teacher, mask):
-    p = teacher * mask
-    p = p / p.sum(-1, keepdim=True)
-    return torch.log(p), torch.log_softmax(logits.masked_fill(~mask, -1e4), -1)
+    with pytest.raises(ConfigError, match="head_prior"):
+        train_student(_config(store, run, steps=6, resume=True, head_prior=False))
 
 
 def test_data_order_is_pure_and_ranks_split_it():
@@ -420,9 +369,6 @@ def test_existing_run_is_never_overwritten_without_resume(store, tmp_path):
         (["--device", "cuda:7" if torch.cuda.is_available() else "cuda"], "--device"),
         (["--device", "tpu"], "--device"),
         (["--teacher-checkpoint", "oops"], "expected TEACHER=PATH"),
-        (["--rank-weight", "-1"], "--rank-weight must be >= 0"),
-        (["--rank-temperature", "0"], "--rank-temperature must be positive"),
-        (["--rank-weight", "1", "--label-weight", "1"], "--rank-weight distils the teachers' ranking"),
     ],
 )
 def test_bad_numbers_and_devices_are_one_line(store, tmp_path, flags, message):
