@@ -19,7 +19,7 @@ import torch
 from benchmarks.common import markdown, repeats
 from benchmarks.loader import StudentStep
 
-STUDENTS = ("dass-tiny", "dass-mini", "dass-mini-p16")
+STUDENTS = ("dass-tiny", "dass-mini", "dass-mini-p16", "dass-midi-p16")
 BATCH = 16
 SECONDS = 5.0
 
