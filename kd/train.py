@@ -70,7 +70,7 @@ class TrainConfig:
     warmup_steps: int = 50
     grad_clip: float = 1.0
     ema_decay: float = 0.995
-    drop_path: float = 0.0
+    drop_path: float = 0.1
     workers: int = 2
     seed: int = 0
     checkpoint_every: int = 200
