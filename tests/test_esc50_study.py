@@ -77,6 +77,8 @@ def test_study_chooses_what_its_store_can_serve_and_dumps_only_needed_teachers()
     assert {"kd_mn04_v16", "online_mn04"} <= default
     assert not default & {"kd_mn04_v48", "label_only_v48", "kd_mn04_v16_manifest", "kd_mn04_v16_manifest_t2"}
     assert esc50_study.dumped_teachers(chosen()) == [esc50_study.MN04, esc50_study.YAMNET]
+    pinned = chosen("kd_mn04_v16_manifest_dp0,kd_mn04_v16_manifest_dp2,label_only_dp2")  # kd's default is 0.1
+    assert [c.extra["drop_path"] for c in pinned] == [0.0, 0.2, 0.2] and not default & {c.name for c in pinned}
     wide = chosen("kd_mn04_v48,label_only_v48", views=48)
     assert [c.views for c in wide] == [48, 48] and esc50_study.dumped_teachers(wide) == [esc50_study.MN04]
     assert esc50_study.dumped_teachers(chosen("label_only")) == [esc50_study.MN04]
