@@ -4,6 +4,7 @@ teachers themselves, a label-only student and online KD.
     python -m benchmarks.esc50_study                       # every configuration, resumes where it stopped
     python -m benchmarks.esc50_study --steps 300 --only kd_mn04_v4,label_only
     python -m benchmarks.esc50_study --report              # tables and curves from what is already trained
+    python -m benchmarks.esc50_study --out runs/fold1 --train-folds 1 --only kd_mn04_v16_manifest_dp2,label_only_dp2
 
 One store holds the teachers the chosen configurations read (mn04 and YAMNet for the default set) over --views (16)
 views of each training clip; a configuration with V views trains on the first V of them (view 0 is the clean clip),
@@ -106,12 +107,13 @@ CONFIGS = [  # run in this order (the longest first, so that --jobs 2 finishes t
 ]
 
 
-def write_manifests(out: Path, limit: int = 0) -> tuple[Path, Path]:
-    """Folds 1-3 (training, unlabelled use only through the store) and fold 4 (scoring), absolute paths; `limit`
-    keeps every n-th clip so that about `limit` clips remain per split (smoke runs)."""
+def write_manifests(out: Path, limit: int = 0, folds: str = "123") -> tuple[Path, Path]:
+    """The training folds (1-3 unless `folds` names fewer; unlabelled use only through the store) and fold 4
+    (scoring), absolute paths; `limit` keeps every n-th clip so that about `limit` clips remain per split (smoke
+    runs). A work directory keeps the manifests it was made with: a study of other folds needs its own --out."""
     rows = list(csv.DictReader(open(ESC50 / "esc50.csv")))
     paths = []
-    for name, keep in (("train.csv", lambda f: f in "123"), ("fold4.csv", lambda f: f == "4")):
+    for name, keep in (("train.csv", lambda f: f in folds), ("fold4.csv", lambda f: f == "4")):
         path = out / name
         chosen = [r for r in rows if keep(r["fold"])]
         if limit:
@@ -313,11 +315,14 @@ def report(results: dict, teachers: dict[str, np.ndarray], truth: np.ndarray, ti
                 "what": study.note,
             }
         )
+    folds = "1-3" if args.train_folds == "123" else ", ".join(args.train_folds)
+    folds_flag = "" if args.train_folds == "123" else f" --train-folds {args.train_folds}"
     lines = [
         "# Distillation on ESC-50: stored teachers against labels and online KD",
         "",
         f"Made by `python -m benchmarks.esc50_study --steps {args.steps} --batch-size {args.batch_size} "
-        f"--student {args.student} --loss {args.loss}` on {time.strftime('%Y-%m-%d')}. Train: ESC-50 folds 1-3 "
+        f"--student {args.student} --loss {args.loss}{folds_flag}` on {time.strftime('%Y-%m-%d')}. Train: ESC-50 "
+        f"folds {folds} "
         f"({args.train_clips} clips incl. two unlabelled categories, label-free unless stated); score: fold 4 "
         "(label mAP over the AudioSet classes fold 4 has, whole 5 s clips, EMA weights). "
         "Every student: same architecture, steps, batch, seed. `label mAP` scores each student through its readout, "
@@ -422,10 +427,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--report", action="store_true", help="only score and report what is trained")
     parser.add_argument("--limit", type=int, default=0, help="about this many clips per split (smoke runs)")
     parser.add_argument(
+        "--train-folds",
+        default="123",
+        help="the ESC-50 folds the store and every student train on (a subset of 123, with its own --out): fewer "
+        "labelled clips, the regime where a teacher's targets should count most",
+    )
+    parser.add_argument(
         "--jobs", type=int, default=2, help="configurations trained side by side, each on cores / jobs threads"
     )
     parser.add_argument("--train-only", action="store_true", help=argparse.SUPPRESS)  # one job of --jobs
     args = parser.parse_args(argv)
+    if not args.train_folds or set(args.train_folds) - set("123"):
+        parser.error(f"--train-folds {args.train_folds!r}: name training folds among 1, 2, 3 (fold 4 is scored)")
     # A study in another work directory (a trial, other steps) must not overwrite the committed table.
     default_out = args.out == Path(parser.get_default("out"))
     args.out = args.out.resolve()
@@ -439,7 +452,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     chosen = choose(args)
     timings = args.out / "timings.json"
-    train_csv, fold4 = write_manifests(args.out, args.limit)
+    train_csv, fold4 = write_manifests(args.out, args.limit, args.train_folds)
     args.train_clips = sum(1 for _ in open(train_csv)) - 1
     if not args.report:
         add_time(timings, "dump", dump(train_csv, args.store, args.views, dumped_teachers(chosen)))

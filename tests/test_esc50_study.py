@@ -86,3 +86,15 @@ def test_study_chooses_what_its_store_can_serve_and_dumps_only_needed_teachers()
         chosen("kd_mn04_v48")
     with pytest.raises(SystemExit, match="no configuration kd_nope"):
         chosen("kd_nope,label_only")
+
+
+def test_study_trains_on_the_folds_it_is_given_and_never_on_the_scored_one(shared_data, tmp_path):
+    if not (shared_data / "esc50" / "esc50.csv").is_file():
+        pytest.skip("ESC-50 not in the shared data")
+    train, fold4 = esc50_study.write_manifests(tmp_path, folds="1")
+    names = [row["path"].rsplit("/", 1)[-1] for row in csv.DictReader(open(train))]
+    assert len(names) == 400 and all(n.startswith("1-") for n in names)
+    assert all(row["path"].rsplit("/", 1)[-1].startswith("4-") for row in csv.DictReader(open(fold4)))
+    with pytest.raises(SystemExit) as stopped:
+        esc50_study.main(["--out", str(tmp_path / "bad"), "--train-folds", "14"])
+    assert stopped.value.code == 2 and not (tmp_path / "bad").exists()
