@@ -88,6 +88,13 @@ CONFIGS = [  # run in this order (the longest first, so that --jobs 2 finishes t
         for rate in (0.0, 0.2, 0.3)
     ),
     Study(
+        "kd_mn04_v16_dp2",
+        views=16,
+        note="offline KD from mn04, 16 views, all 527 classes, drop path 0.2",
+        by_default=False,
+        extra={"drop_path": 0.2},
+    ),
+    Study(
         "label_only_dp2",
         views=16,
         label_weight=1.0,
@@ -200,6 +207,7 @@ def train(study: Study, store: Path, fold4: Path, out: Path, args: argparse.Name
         online=study.online,
         teacher_checkpoints={k: str(v) for k, v in WEIGHTS.items()} if study.online else {},
         steps=args.steps,
+        seed=args.seed,
         batch_size=args.batch_size,
         workers=args.workers,
         val_fraction=0.0,
@@ -321,8 +329,8 @@ def report(results: dict, teachers: dict[str, np.ndarray], truth: np.ndarray, ti
         "# Distillation on ESC-50: stored teachers against labels and online KD",
         "",
         f"Made by `python -m benchmarks.esc50_study --steps {args.steps} --batch-size {args.batch_size} "
-        f"--student {args.student} --loss {args.loss}{folds_flag}` on {time.strftime('%Y-%m-%d')}. Train: ESC-50 "
-        f"folds {folds} "
+        f"--student {args.student} --loss {args.loss} --seed {args.seed}{folds_flag}` on "
+        f"{time.strftime('%Y-%m-%d')}. Train: ESC-50 folds {folds} "
         f"({args.train_clips} clips incl. two unlabelled categories, label-free unless stated); score: fold 4 "
         "(label mAP over the AudioSet classes fold 4 has, whole 5 s clips, EMA weights). "
         "Every student: same architecture, steps, batch, seed. `label mAP` scores each student through its readout, "
@@ -408,6 +416,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--student", default="dass-mini-p16")
     parser.add_argument(
         "--loss", default="kl", choices=LOSSES, help="distillation loss (KL learned faster than BCE on ESC-50)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="every student's seed (another seed, another --out: the spread of a figure)"
     )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--views", type=int, default=VIEWS, help="views dumped per training clip")
