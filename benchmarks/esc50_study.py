@@ -323,14 +323,15 @@ def report(results: dict, teachers: dict[str, np.ndarray], truth: np.ndarray, ti
                 "what": study.note,
             }
         )
-    folds = "1-3" if args.train_folds == "123" else ", ".join(args.train_folds)
+    many = "s" * (len(args.train_folds) > 1)
+    folds = "folds 1-3" if args.train_folds == "123" else f"fold{many} {', '.join(args.train_folds)}"
     folds_flag = "" if args.train_folds == "123" else f" --train-folds {args.train_folds}"
     lines = [
         "# Distillation on ESC-50: stored teachers against labels and online KD",
         "",
         f"Made by `python -m benchmarks.esc50_study --steps {args.steps} --batch-size {args.batch_size} "
         f"--student {args.student} --loss {args.loss} --seed {args.seed}{folds_flag}` on "
-        f"{time.strftime('%Y-%m-%d')}. Train: ESC-50 folds {folds} "
+        f"{time.strftime('%Y-%m-%d')}. Train: ESC-50 {folds} "
         f"({args.train_clips} clips incl. two unlabelled categories, label-free unless stated); score: fold 4 "
         "(label mAP over the AudioSet classes fold 4 has, whole 5 s clips, EMA weights). "
         "Every student: same architecture, steps, batch, seed. `label mAP` scores each student through its readout, "
