@@ -117,7 +117,8 @@ CONFIGS = [  # run in this order (the longest first, so that --jobs 2 finishes t
 def write_manifests(out: Path, limit: int = 0, folds: str = "123") -> tuple[Path, Path]:
     """The training folds (1-3 unless `folds` names fewer; unlabelled use only through the store) and fold 4
     (scoring), absolute paths; `limit` keeps every n-th clip so that about `limit` clips remain per split (smoke
-    runs). A work directory keeps the manifests it was made with: a study of other folds needs its own --out."""
+    runs). A work directory keeps the manifests it was made with (its store and runs were made from them): asked
+    for other clips, it stops and asks for another --out."""
     rows = list(csv.DictReader(open(ESC50 / "esc50.csv")))
     paths = []
     for name, keep in (("train.csv", lambda f: f in folds), ("fold4.csv", lambda f: f == "4")):
@@ -125,12 +126,18 @@ def write_manifests(out: Path, limit: int = 0, folds: str = "123") -> tuple[Path
         chosen = [r for r in rows if keep(r["fold"])]
         if limit:
             chosen = chosen[:: max(1, len(chosen) // limit)][:limit]
-        if not path.exists():
+        wanted = [[str(ESC50 / r["path"]), r["labels"], r["category"]] for r in chosen]
+        if path.exists():
+            if [row["path"] for row in csv.DictReader(open(path))] != [w[0] for w in wanted]:
+                raise SystemExit(
+                    f"{path}: this work directory was made for other clips (--train-folds, --limit); "
+                    "give this study its own --out"
+                )
+        else:
             with open(path, "w", newline="") as f:
                 writer = csv.writer(f)
                 writer.writerow(["path", "labels", "category"])
-                for r in chosen:
-                    writer.writerow([str(ESC50 / r["path"]), r["labels"], r["category"]])
+                writer.writerows(wanted)
         paths.append(path)
     return paths[0], paths[1]
 

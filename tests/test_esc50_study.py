@@ -97,6 +97,11 @@ def test_study_trains_on_the_folds_it_is_given_and_never_on_the_scored_one(share
     names = [row["path"].rsplit("/", 1)[-1] for row in csv.DictReader(open(train))]
     assert len(names) == 400 and all(n.startswith("1-") for n in names)
     assert all(row["path"].rsplit("/", 1)[-1].startswith("4-") for row in csv.DictReader(open(fold4)))
+    assert esc50_study.write_manifests(tmp_path, folds="1") == (train, fold4)  # a rerun finds its own manifests
+    before = train.read_bytes()
+    with pytest.raises(SystemExit, match="made for other clips .* give this study its own --out"):
+        esc50_study.write_manifests(tmp_path, folds="12")
+    assert train.read_bytes() == before
     with pytest.raises(SystemExit) as stopped:
         esc50_study.main(["--out", str(tmp_path / "bad"), "--train-folds", "14"])
     assert stopped.value.code == 2 and not (tmp_path / "bad").exists()
