@@ -41,6 +41,7 @@ MN04, YAMNET = "efficientat/mn04_as", "yamnet"
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 VIEWS = 16  # dumped per training clip by default; a configuration wanting more exists to test more views
+TRAIN_FOLDS = "123"  # fold 4 is scored
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ CONFIGS = [  # run in this order (the longest first, so that --jobs 2 finishes t
 ]
 
 
-def write_manifests(out: Path, limit: int = 0, folds: str = "123") -> tuple[Path, Path]:
+def write_manifests(out: Path, limit: int = 0, folds: str = TRAIN_FOLDS) -> tuple[Path, Path]:
     """The training folds (1-3 unless `folds` names fewer; unlabelled use only through the store) and fold 4
     (scoring), absolute paths; `limit` keeps every n-th clip so that about `limit` clips remain per split (smoke
     runs). A work directory keeps the manifests it was made with (its store and runs were made from them): asked
@@ -330,9 +331,11 @@ def report(results: dict, teachers: dict[str, np.ndarray], truth: np.ndarray, ti
                 "what": study.note,
             }
         )
-    many = "s" * (len(args.train_folds) > 1)
-    folds = "folds 1-3" if args.train_folds == "123" else f"fold{many} {', '.join(args.train_folds)}"
-    folds_flag = "" if args.train_folds == "123" else f" --train-folds {args.train_folds}"
+    if args.train_folds == TRAIN_FOLDS:
+        folds, folds_flag = "folds 1-3", ""
+    else:
+        many = "s" * (len(args.train_folds) > 1)
+        folds, folds_flag = f"fold{many} {', '.join(args.train_folds)}", f" --train-folds {args.train_folds}"
     lines = [
         "# Distillation on ESC-50: stored teachers against labels and online KD",
         "",
@@ -447,16 +450,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=0, help="about this many clips per split (smoke runs)")
     parser.add_argument(
         "--train-folds",
-        default="123",
-        help="the ESC-50 folds the store and every student train on (a subset of 123, with its own --out): fewer "
-        "labelled clips, the regime where a teacher's targets should count most",
+        default=TRAIN_FOLDS,
+        help=f"the ESC-50 folds the store and every student train on (a subset of {TRAIN_FOLDS}, with its own "
+        "--out): fewer labelled clips, the regime where a teacher's targets should count most",
     )
     parser.add_argument(
         "--jobs", type=int, default=2, help="configurations trained side by side, each on cores / jobs threads"
     )
     parser.add_argument("--train-only", action="store_true", help=argparse.SUPPRESS)  # one job of --jobs
     args = parser.parse_args(argv)
-    if not args.train_folds or set(args.train_folds) - set("123"):
+    if not args.train_folds or set(args.train_folds) - set(TRAIN_FOLDS):
         parser.error(f"--train-folds {args.train_folds!r}: name training folds among 1, 2, 3 (fold 4 is scored)")
     # A study in another work directory (a trial, other steps) must not overwrite the committed table.
     default_out = args.out == Path(parser.get_default("out"))
