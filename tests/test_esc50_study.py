@@ -7,6 +7,7 @@ import csv
 import json
 
 import pytest
+import zarr
 
 from benchmarks import esc50_study
 from kd.checkpoint import read_checkpoint
@@ -60,8 +61,10 @@ def test_study_trains_scores_reports_and_resumes(tiny_study, capsys):
 
 def test_study_teaches_the_manifest_classes_where_a_configuration_says_so(tiny_study):
     out, flags = tiny_study
-    # Trains on the 2 views the smoke run stores, with the seed it is given.
-    esc50_study.main([*flags, "--only", "kd_mn04_v16_manifest_t2", "--seed", "3"])
+    # Trains on the 2 views the smoke run stores, with the seed it is given; --k reaches the dump.
+    esc50_study.main([*flags, "--only", "kd_mn04_v16_manifest_t2", "--seed", "3", "--k", "527"])
+    stored = zarr.open_group(out / "store.zarr", mode="r")["teachers"]["efficientat--mn04_as"]
+    assert stored["logits"].shape[-1] == 527
     run = out / "runs" / "kd_mn04_v16_manifest_t2"
     config = json.loads((run / "config.json").read_text())
     assert (config["classes"], config["temperature"], config["views"], config["seed"]) == ("manifest", 2.0, 2, 3)
