@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 VIEWS = 16  # dumped per training clip by default; a configuration wanting more exists to test more views
 TRAIN_FOLDS = "123"  # fold 4 is scored
+K = 50  # logits stored per view and teacher by default, as kd dump-teachers
 
 
 @dataclass(frozen=True)
@@ -303,6 +304,16 @@ def top5_overlap(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean([len(set(x) & set(y)) / 5 for x, y in zip(ta, tb, strict=True)]))
 
 
+def stored_k(store: Path) -> int:
+    """The most logits per view any teacher in the store keeps (the made-by line's --k)."""
+    import zarr
+
+    if not store.exists():
+        return K
+    teachers = zarr.open_group(store, mode="r")["teachers"]
+    return max(teachers[name]["logits"].shape[-1] for name in teachers.group_keys())
+
+
 def report(results: dict, teachers: dict[str, np.ndarray], truth: np.ndarray, timings: dict, args) -> str:
     from kd.metrics import tagging_metrics
 
@@ -344,11 +355,12 @@ def report(results: dict, teachers: dict[str, np.ndarray], truth: np.ndarray, ti
     else:
         many = "s" * (len(args.train_folds) > 1)
         folds, folds_flag = f"fold{many} {', '.join(args.train_folds)}", f" --train-folds {args.train_folds}"
+    k_flag = f" --k {k}" if (k := stored_k(args.store)) != K else ""
     lines = [
         "# Distillation on ESC-50: stored teachers against labels and online KD",
         "",
         f"Made by `python -m benchmarks.esc50_study --steps {args.steps} --batch-size {args.batch_size} "
-        f"--student {args.student} --loss {args.loss} --seed {args.seed}{folds_flag}` on "
+        f"--student {args.student} --loss {args.loss} --seed {args.seed}{folds_flag}{k_flag}` on "
         f"{time.strftime('%Y-%m-%d')}. Train: ESC-50 {folds} "
         f"({args.train_clips} clips incl. two unlabelled categories, label-free unless stated); score: fold 4 "
         "(label mAP over the AudioSet classes fold 4 has, whole 5 s clips, EMA weights). "
@@ -444,7 +456,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--k",
         type=int,
-        default=50,
+        default=K,
         help="logits stored per view (kd dump-teachers --k; 527 = all): with 50, about 50 of the 59 ESC-50 classes "
         "of a view share one fill value",
     )

@@ -65,6 +65,7 @@ def test_study_teaches_the_manifest_classes_where_a_configuration_says_so(tiny_s
     esc50_study.main([*flags, "--only", "kd_mn04_v16_manifest_t2", "--seed", "3", "--k", "527"])
     stored = zarr.open_group(out / "store.zarr", mode="r")["teachers"]["efficientat--mn04_as"]
     assert stored["logits"].shape[-1] == 527
+    assert "--seed 3 --k 527` on" in (out / "docs" / "distillation-results.md").read_text()
     run = out / "runs" / "kd_mn04_v16_manifest_t2"
     config = json.loads((run / "config.json").read_text())
     assert (config["classes"], config["temperature"], config["views"], config["seed"]) == ("manifest", 2.0, 2, 3)
