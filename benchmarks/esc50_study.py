@@ -103,13 +103,16 @@ CONFIGS = [  # run in this order (the longest first, so that --jobs 2 finishes t
         by_default=False,
         extra={"drop_path": 0.2},
     ),
-    Study(
-        "label_only_dp2",
-        views=16,
-        label_weight=1.0,
-        note="label_only at drop path 0.2",
-        by_default=False,
-        extra={"drop_path": 0.2},
+    *(
+        Study(
+            f"label_only_dp{round(rate * 10)}",
+            views=16,
+            label_weight=1.0,
+            note=f"label_only at drop path {rate}",
+            by_default=False,
+            extra={"drop_path": rate},
+        )
+        for rate in (0.2, 0.3)
     ),
     Study("kd_mn04_v4", note="offline KD from mn04, 4 views"),
     Study("kd_mn04_v1", views=1, note="offline KD from mn04, the clean view only"),
