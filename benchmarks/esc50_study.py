@@ -309,12 +309,12 @@ def top5_overlap(a: np.ndarray, b: np.ndarray) -> float:
 
 def stored_k(store: Path) -> int:
     """The most logits per view any teacher in the store keeps (the made-by line's --k)."""
-    import zarr
+    from kd.stores.logit_store import LogitStore
 
     if not store.exists():
         return K
-    teachers = zarr.open_group(store, mode="r")["teachers"]
-    return max(teachers[name]["logits"].shape[-1] for name in teachers.group_keys())
+    logits = LogitStore(str(store))
+    return max(logits.teacher(name).k for name in logits.teacher_names())
 
 
 def report(results: dict, teachers: dict[str, np.ndarray], truth: np.ndarray, timings: dict, args) -> str:
