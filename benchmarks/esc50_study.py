@@ -56,6 +56,7 @@ class Study:
     online: bool = False
     note: str = ""
     by_default: bool = True  # False: trained only when named by --only
+    pool: bool = False  # trains on the store of the training clips plus --pool's unlabelled clips
     extra: dict = field(default_factory=dict)
 
 
@@ -114,6 +115,15 @@ CONFIGS = [  # run in this order (the longest first, so that --jobs 2 finishes t
         )
         for rate in (0.2, 0.3)
     ),
+    # Only with --pool: the same label-free recipe on a store that holds the training clips and an unlabelled pool.
+    Study(
+        "kd_mn04_pool_dp2",
+        views=16,
+        note="as kd_mn04_v16_manifest_dp2, on the training clips plus the unlabelled --pool",
+        by_default=False,
+        pool=True,
+        extra={"classes": "manifest", "drop_path": 0.2},
+    ),
     Study("kd_mn04_v4", note="offline KD from mn04, 4 views"),
     Study("kd_mn04_v1", views=1, note="offline KD from mn04, the clean view only"),
     Study("kd_ensemble_v4", teachers=f"{MN04}:1,{YAMNET}:1", note="offline KD from mn04 + YAMNet, 4 views"),
@@ -152,6 +162,32 @@ def write_manifests(out: Path, limit: int = 0, folds: str = TRAIN_FOLDS) -> tupl
                 writer.writerows(wanted)
         paths.append(path)
     return paths[0], paths[1]
+
+
+def write_pool_manifest(out: Path, train: Path, pool: Path, clips: int) -> Path:
+    """The training clips followed by `clips` clips of the unlabelled manifest `pool` (all for 0; an even subset
+    otherwise, so that a smaller pool is a part of a larger one), absolute paths, no labels. Pool rows keep ids
+    relative to the pool's folder, so their views do not depend on where the pool is installed."""
+    from kd.manifest import load_manifest
+
+    rows = [[r["path"], "", r["labels"], r["category"]] for r in csv.DictReader(open(train))]
+    chosen = load_manifest(pool).clips
+    if clips:
+        if clips > len(chosen):
+            raise SystemExit(f"--pool-clips {clips}: {pool} has only {len(chosen)} clips")
+        chosen = [chosen[i] for i in np.linspace(0, len(chosen) - 1, clips).round().astype(int)]
+    for clip in chosen:
+        if clip.labels:
+            raise SystemExit(f"{pool}: clip {clip.id} has labels; a pool is unlabelled audio")
+        rows.append([clip.path, f"pool/{clip.id}", "", "pool"])
+    path = out / f"train-pool{clips or len(chosen)}.csv"
+    if path.exists() and [row["path"] for row in csv.DictReader(open(path))] != [r[0] for r in rows]:
+        raise SystemExit(f"{path}: this work directory was made with another pool; give this study its own --out")
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "id", "labels", "category"])
+        writer.writerows(rows)
+    return path
 
 
 def dump(train: Path, store: Path, views: int, teachers: list[str], k: int) -> float:
@@ -208,6 +244,9 @@ def fold4_truth(fold4: Path) -> np.ndarray:
 
 def train(study: Study, store: Path, fold4: Path, out: Path, args: argparse.Namespace) -> Path:
     from kd.train import TrainConfig, train_student
+
+    if study.pool:
+        store = args.pool_store
 
     run = out / "runs" / study.name
     last = run / "last.pt"
@@ -337,7 +376,8 @@ def report(results: dict, teachers: dict[str, np.ndarray], truth: np.ndarray, ti
         if study.name not in results:
             continue
         r = results[study.name]
-        epoch_clips = args.train_clips * (1 if study.online else study.views)
+        clips = args.train_clips + (args.pool_size if study.pool else 0)
+        epoch_clips = clips * (1 if study.online else study.views)
         rows.append(
             {
                 "model": f"{args.student} {study.name}",
@@ -359,6 +399,8 @@ def report(results: dict, teachers: dict[str, np.ndarray], truth: np.ndarray, ti
         many = "s" * (len(args.train_folds) > 1)
         folds, folds_flag = f"fold{many} {', '.join(args.train_folds)}", f" --train-folds {args.train_folds}"
     k_flag = f" --k {k}" if (k := stored_k(args.store)) != K else ""
+    if args.pool:
+        k_flag += f" --pool {args.pool} --pool-clips {args.pool_size}"
     lines = [
         "# Distillation on ESC-50: stored teachers against labels and online KD",
         "",
@@ -485,6 +527,13 @@ def main(argv: list[str] | None = None) -> None:
         "--out): fewer labelled clips, the regime where a teacher's targets should count most",
     )
     parser.add_argument(
+        "--pool",
+        type=Path,
+        help="a kd manifest of unlabelled audio (scripts/audio_pool.py writes one): the *_pool configurations train "
+        "label-free on a store of the training clips plus these",
+    )
+    parser.add_argument("--pool-clips", type=int, default=0, help="use this many of --pool's clips (0: all)")
+    parser.add_argument(
         "--jobs", type=int, default=2, help="configurations trained side by side, each on cores / jobs threads"
     )
     parser.add_argument("--train-only", action="store_true", help=argparse.SUPPRESS)  # one job of --jobs
@@ -496,6 +545,9 @@ def main(argv: list[str] | None = None) -> None:
     args.out = args.out.resolve()
     args.docs = args.docs or (DOCS if default_out else args.out / "docs")
     args.store = (args.store or args.out / "store.zarr").resolve()
+    args.pool = args.pool and args.pool.resolve()
+    args.pool_size = args.pool_clips
+    args.pool_store = args.out / f"pool{args.pool_clips or 'all'}-store.zarr"
     if args.train_only:
         torch_threads(args)
         for study in [c for c in CONFIGS if c.name in args.only.split(",")]:
@@ -506,8 +558,18 @@ def main(argv: list[str] | None = None) -> None:
     timings = args.out / "timings.json"
     train_csv, fold4 = write_manifests(args.out, args.limit, args.train_folds)
     args.train_clips = sum(1 for _ in open(train_csv)) - 1
+    pooled = [c for c in chosen if c.pool]
+    if pooled and not args.pool:
+        raise SystemExit(f"--only {','.join(c.name for c in pooled)}: needs --pool MANIFEST (unlabelled audio)")
+    if args.pool:
+        pool_csv = write_pool_manifest(args.out, train_csv, args.pool, args.pool_clips)
+        args.pool_size = sum(1 for _ in open(pool_csv)) - 1 - args.train_clips
     if not args.report:
-        add_time(timings, "dump", dump(train_csv, args.store, args.views, dumped_teachers(chosen), args.k))
+        if unpooled := [c for c in chosen if not c.pool]:
+            add_time(timings, "dump", dump(train_csv, args.store, args.views, dumped_teachers(unpooled), args.k))
+        if pooled:
+            took = dump(pool_csv, args.pool_store, args.views, dumped_teachers(pooled), args.k)
+            add_time(timings, f"dump pool {args.pool_size}", took)
     teachers = teacher_scores(fold4, args.out)
     truth = fold4_truth(fold4)
     if not args.report:

@@ -109,3 +109,32 @@ def test_study_trains_on_the_folds_it_is_given_and_never_on_the_scored_one(share
     with pytest.raises(SystemExit) as stopped:
         esc50_study.main(["--out", str(tmp_path / "bad"), "--train-folds", "14"])
     assert stopped.value.code == 2 and not (tmp_path / "bad").exists()
+
+
+def test_study_trains_label_free_on_the_training_clips_plus_an_unlabelled_pool(tiny_study, shared_data, tmp_path):
+    out, flags = tiny_study
+    pool = tmp_path / "pool.csv"
+    clips = sorted((shared_data / "clips").glob("*.wav"))[:5]
+    pool.write_text("path,labels\n" + "".join(f"{c},\n" for c in clips))
+    with pytest.raises(SystemExit, match="needs --pool"):
+        esc50_study.main([*flags, "--only", "kd_mn04_pool_dp2"])
+    esc50_study.main([*flags, "--only", "kd_mn04_pool_dp2", "--pool", str(pool), "--pool-clips", "3"])
+    assert not (out / "store.zarr").exists()  # nothing chosen reads the labelled-only store
+    rows = list(csv.DictReader(open(out / "train-pool3.csv")))
+    train = list(csv.DictReader(open(out / "train.csv")))
+    assert [r["path"] for r in rows[: len(train)]] == [r["path"] for r in train]
+    pooled = rows[len(train) :]
+    assert [r["path"] for r in pooled] == [str(clips[i]) for i in (0, 2, 4)]  # an even subset of the pool
+    assert all(r["labels"] == "" and r["id"].startswith("pool/") for r in pooled)
+    config = json.loads((out / "runs" / "kd_mn04_pool_dp2" / "config.json").read_text())
+    assert config["store"] == str(out / "pool3-store.zarr")
+    stored = zarr.open_group(out / "pool3-store.zarr", mode="r")
+    assert stored["teachers"]["efficientat--mn04_as"]["logits"].shape[0] == len(rows)
+    assert "--pool-clips 3" in (out / "docs" / "distillation-results.md").read_text()
+
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text(f"path,labels\n{clips[0]},Dog\n")
+    with pytest.raises(SystemExit, match="a pool is unlabelled audio"):
+        esc50_study.main(
+            [*flags, "--out", str(tmp_path / "other"), "--only", "kd_mn04_pool_dp2", "--pool", str(labelled)]
+        )
