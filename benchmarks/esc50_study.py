@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> None:
         "--store",
         type=Path,
         help="logit store (default OUT/store.zarr); another study's store is reused, and extended with any teacher "
-        "the chosen configurations need and it lacks",
+        "the chosen configurations need and it lacks; --pool's store lives beside it",
     )
     parser.add_argument("--curve-points", type=int, default=6, help="fold-4 validations per run")
     parser.add_argument("--only", default="", help=f"comma-separated among {', '.join(c.name for c in CONFIGS)}")
@@ -547,7 +547,7 @@ def main(argv: list[str] | None = None) -> None:
     args.store = (args.store or args.out / "store.zarr").resolve()
     args.pool = args.pool and args.pool.resolve()
     args.pool_size = args.pool_clips
-    args.pool_store = args.out / f"pool{args.pool_clips or 'all'}-store.zarr"
+    args.pool_store = args.store.parent / f"pool{args.pool_clips or 'all'}-store.zarr"  # reused with --store
     if args.train_only:
         torch_threads(args)
         for study in [c for c in CONFIGS if c.name in args.only.split(",")]:
