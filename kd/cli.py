@@ -539,6 +539,15 @@ def train_student_cmd(
     audio_root: Annotated[
         Path | None, typer.Option(help="Where the store's relative clip paths live now (if moved).")
     ] = None,
+    feature_cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory caching the student's features of each stored view (before its frequency masks), so "
+            "epochs after the first skip decoding, resampling, augmentation and the front end; bit-identical "
+            "training, keyed by store, policy and front end, resumable, shareable between runs. Costs disk: about "
+            "255 KB per 5 s view for the DASS fbank (off by default)."
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt if it exists.")] = False,
     config_file: ConfigOption = None,
     print_config: PrintConfigOption = False,

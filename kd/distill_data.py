@@ -17,7 +17,9 @@ from kd.views import render_view
 class DistillDataset(torch.utils.data.Dataset):
     """Rows (clip, view) usable for every teacher of the ensemble; items are student features and targets.
 
-    Teacher arrays are loaded into memory here, before DataLoader workers fork (a Zarr row read costs ~1 ms).
+    Teacher arrays are loaded into memory here, before DataLoader workers fork (a Zarr row read costs ~1 ms). With a
+    `feature_cache` directory, stored views' features (before frequency masks) are read from it once written there;
+    see kd/feature_cache.py.
     """
 
     def __init__(
@@ -31,6 +33,7 @@ class DistillDataset(torch.utils.data.Dataset):
         allow_partial: bool = False,
         audio_root: str | None = None,
         augment: bool = True,
+        feature_cache: str | None = None,
     ) -> None:
         self.policy = store.policy
         self.table = store.clip_table(audio_root)
@@ -40,6 +43,12 @@ class DistillDataset(torch.utils.data.Dataset):
         self.sample_rate = sample_rate
         self.augment = augment
         self.num_classes = len(store.labels)
+        self.num_views = store.num_views
+        self.cache = None
+        if feature_cache is not None:
+            from kd.feature_cache import FeatureCache
+
+            self.cache = FeatureCache(feature_cache, store, frontend, sample_rate, self.features_of)
         self.arrays = []
         usable = np.ones((store.num_clips, store.num_views), dtype=bool)
         loaded = {}
@@ -108,19 +117,36 @@ class DistillDataset(torch.utils.data.Dataset):
             out = torch.maximum(out, partner)
         return out
 
+    def features_of(self, wave: torch.Tensor) -> torch.Tensor:
+        """The student's features of a waveform [samples] at the policy's rate, before frequency masks."""
+        with torch.no_grad():
+            return self.frontend(resample(wave, self.policy.sample_rate, self.sample_rate)[None])[0]
+
     def render(self, clip: int, view: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, object]:
         """Replays one view: its waveform at the policy's rate, the student's features, and the view's parameters."""
         params = draw_view(self.policy, seed, clip, len(self.table), view)
         wave = render_view(self.table, clip, params, self.policy)
-        with torch.no_grad():
-            feats = self.frontend(resample(wave, self.policy.sample_rate, self.sample_rate)[None])[0]
+        feats = self.features_of(wave)
         if self.augment:
             feats = apply_freq_masks(feats, params.freq_masks)
         return wave, feats, params
 
+    def stored_view(self, clip: int, view: int) -> tuple[torch.Tensor, object]:
+        """A stored view's features (from the feature cache when it has them) and its parameters, as `render`."""
+        params = draw_view(self.policy, int(self.seeds[clip, view]), clip, len(self.table), view)
+        row = clip * self.num_views + view
+        feats = self.cache.get(row) if self.cache is not None else None
+        if feats is None:
+            feats = self.features_of(render_view(self.table, clip, params, self.policy))
+            if self.cache is not None:
+                self.cache.put(row, feats)
+        if self.augment:
+            feats = apply_freq_masks(feats, params.freq_masks)
+        return feats, params
+
     def __getitem__(self, index: int) -> dict:
         clip, view = self.rows[index]
-        _, feats, params = self.render(clip, view, int(self.seeds[clip, view]))
+        feats, params = self.stored_view(clip, view)
         targets, mask = self.targets(clip, view)
         return {
             "features": feats,

@@ -81,6 +81,7 @@ class TrainConfig:
     device: str = "cpu"
     allow_partial: bool = False
     audio_root: str | None = None
+    feature_cache: str | None = None
     resume: bool = False
     progress: bool = True
     extra: dict = field(default_factory=dict)
@@ -135,6 +136,7 @@ class TrainConfig:
         "resume",
         "progress",
         "audio_root",
+        "feature_cache",
         "device",
         "teacher_checkpoints",
     )
@@ -304,7 +306,11 @@ def setup_run(config: TrainConfig, warn=None) -> Run:
         )
     if config.warmup_steps >= config.steps:
         warn(f"--warmup-steps {config.warmup_steps} >= --steps {config.steps}: the learning rate never peaks")
-    common = {"allow_partial": config.allow_partial, "audio_root": config.audio_root}
+    common = {
+        "allow_partial": config.allow_partial,
+        "audio_root": config.audio_root,
+        "feature_cache": config.feature_cache,
+    }
     if config.views is not None and config.views > store.num_views:
         raise ConfigError(f"--views {config.views}: the store has {store.num_views} views per clip")
     views = list(range(config.views)) if config.views is not None else None
