@@ -28,6 +28,7 @@ BENCHMARKS = {
     "dask_dump": "distributed dump on a dask LocalCluster, 1 vs 2 workers",
     "scan": "chunked vs sequential selective scan",
     "student_step": "DASS training step samples/s by size and patch, and the scan's share of a step",
+    "train_loop": "training loop samples/s against its bare step, cold and with a warm feature cache, stage profile",
     "dass_duration": "DASS-small inference cost vs audio duration",
     "ensemble_swap": "one mn04+YAMNet dump, three students with different ensembles, no re-dump",
     "teacher_costs": "every teacher family at real size: cost per view, memory, offline vs online step speed-up",
