@@ -274,6 +274,7 @@ def train(study: Study, store: Path, fold4: Path, out: Path, args: argparse.Name
         val_every=max(1, args.steps // args.curve_points),
         checkpoint_every=max(1, args.steps // args.curve_points),
         resume=True,
+        feature_cache=None if args.feature_cache == Path("none") else str(args.feature_cache),
         **study.extra,
     )
     train_student(config)
@@ -534,6 +535,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--pool-clips", type=int, default=0, help="use this many of --pool's clips (0: all)")
     parser.add_argument(
+        "--feature-cache",
+        type=Path,
+        help="kd train-student --feature-cache (default: beside the store; 'none': off); bit-identical training, "
+        "about 255 KB of disk per stored view",
+    )
+    parser.add_argument(
         "--jobs", type=int, default=2, help="configurations trained side by side, each on cores / jobs threads"
     )
     parser.add_argument("--train-only", action="store_true", help=argparse.SUPPRESS)  # one job of --jobs
@@ -546,6 +553,7 @@ def main(argv: list[str] | None = None) -> None:
     args.docs = args.docs or (DOCS if default_out else args.out / "docs")
     args.store = (args.store or args.out / "store.zarr").resolve()
     args.pool = args.pool and args.pool.resolve()
+    args.feature_cache = args.feature_cache or args.store.parent / "features"
     args.pool_size = args.pool_clips
     args.pool_store = args.store.parent / f"pool{args.pool_clips or 'all'}-store.zarr"  # reused with --store
     if args.train_only:
