@@ -5,7 +5,7 @@ Store: `kd dump-teachers` of mn04 over ESC-50 training clips (every n-th of fold
 views, k = 50). Student dass-mini-p16, batch 16, the trainer's defaults otherwise. At each torch thread count:
 
 - bare: `kd.train.train_step` of the same run (forward, loss, backward, clip, AdamW, scheduler, EMA) on one synthetic
-  batch of the real shape, median over steps after a warm-up;
+  batch of the real shape, as many steps as the loop takes, total seconds;
 - loop: `train_student` for two epochs (fresh DataLoader per epoch, logging, the final checkpoint), samples over the
   loop's own seconds, with 0 DataLoader workers (rendering in the main process) and 1 (the ESC-50 study's); `cold`
   renders every view (no cache), `warm` reads a cache a first run filled.
@@ -16,7 +16,6 @@ features are checked equal to the dataset's.
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import markdown, repeats
+from benchmarks.common import markdown
 
 STUDENT = "dass-mini-p16"
 BATCH = 16
@@ -96,20 +95,19 @@ def synthetic_batch(run) -> dict:
     }
 
 
-def bare_rate(store: str, out: Path, times: int) -> float:
-    """Samples/s of the trainer's own step on a synthetic batch (same run, student, batch, threads)."""
+def bare_rate(store: str, out: Path, steps: int) -> float:
+    """Samples/s of the trainer's own step on a synthetic batch (same run, student, batch, threads), timed as the loop
+    is: `steps` steps of a fresh run, first step included, total seconds (a median of steps would drop the slow
+    moments of a shared machine that the loop's total keeps)."""
     from kd.train import setup_run, train_step
 
-    run = setup_run(config(store, out, 1000, None))
+    run = setup_run(config(store, out, steps, None))
     run.model.train()
     batch = synthetic_batch(run)
-    train_step(run, dict(batch))  # warm-up
-    seconds = []
-    for _ in range(times):
-        began = time.perf_counter()
+    began = time.perf_counter()
+    for _ in range(steps):
         train_step(run, dict(batch))
-        seconds.append(time.perf_counter() - began)
-    return BATCH / statistics.median(seconds)
+    return steps * BATCH / (time.perf_counter() - began)
 
 
 def loop_rate(store: str, out: Path, steps: int, cache: str | None, workers: int) -> float:
@@ -238,7 +236,7 @@ def run(quick: bool = False) -> list[dict]:
             # One cache directory: a key per rendering thread count (DataLoader workers render with one thread).
             cache = str(work / "cache")
             loop_rate(store, work / f"fill-{threads}", steps // 2, cache, 0)  # one epoch fills this thread count's key
-            bare = bare_rate(store, work / f"bare-{threads}", 4 * repeats(quick))
+            bare = bare_rate(store, work / f"bare-{threads}", steps)
             for workers in WORKERS:
                 cold = loop_rate(store, work / f"cold-{threads}-{workers}", steps, None, workers)
                 warm = loop_rate(store, work / f"warm-{threads}-{workers}", steps, cache, workers)
