@@ -11,8 +11,8 @@ views of each training clip; a configuration with V views trains on the first V 
 which is exactly what a dump with --views V would have stored. The 48-view configurations need their own `--out` and
 `--views 48`. Every student has the same architecture, steps, batch and seed, and is scored on fold 4 by label mAP
 (as `kd eval`) and by top-5 overlap with mn04's tags. Learning curves come from each run's fold-4 validation in
-metrics.jsonl. Writes docs/distillation-results.md (table) and docs/distillation-curves.png (OUT/docs for another
---out), and prints the best student's checkpoint.
+metrics.jsonl. Writes docs/experiments/distillation-results.md (table) and docs/experiments/distillation-curves.png
+(OUT/docs for another --out), and prints the best student's checkpoint.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ WEIGHTS = {
 }
 MN04, YAMNET = "efficientat/mn04_as", "yamnet"
 REPO = Path(__file__).resolve().parents[1]
-DOCS = REPO / "docs"
+DOCS = REPO / "docs" / "experiments"  # beside the experiment log, docs/experiments/distillation.md
 VIEWS = 16  # dumped per training clip by default; a configuration wanting more exists to test more views
 TRAIN_FOLDS = "123"  # fold 4 is scored
 K = 50  # logits stored per view and teacher by default, as kd dump-teachers
@@ -68,7 +68,7 @@ CONFIGS = [  # run in this order (the longest first, so that --jobs 2 finishes t
         "kd_mn04_v16_manifest",
         views=16,
         note="offline KD from mn04, 16 views, taught only the classes the manifest names (--classes manifest)",
-        by_default=False,  # ahead at 6000 steps, behind all classes at 10,000 (docs/distillation.md)
+        by_default=False,  # ahead at 6000 steps, behind all classes at 10,000 (docs/experiments/distillation.md)
         extra={"classes": "manifest"},
     ),
     Study(
@@ -79,7 +79,7 @@ CONFIGS = [  # run in this order (the longest first, so that --jobs 2 finishes t
         extra={"classes": "manifest", "temperature": 2.0},
     ),
     # kd's default drop path (0.1) since 2026-12-05; these pin it to compare. Without it the 6000-step KD student
-    # fits its training clips as well as mn04 does and not fold 4 (docs/distillation.md).
+    # fits its training clips as well as mn04 does and not fold 4 (docs/experiments/distillation.md).
     *(
         Study(
             f"kd_mn04_v16_manifest_dp{round(rate * 10)}",
@@ -517,7 +517,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--docs",
         type=Path,
-        help="where the table and the PNG go (default: docs/ for the default --out, else OUT/docs)",
+        help="where the table and the PNG go (default: docs/experiments/ for the default --out, else OUT/docs)",
     )
     parser.add_argument("--report", action="store_true", help="only score and report what is trained")
     parser.add_argument("--limit", type=int, default=0, help="about this many clips per split (smoke runs)")

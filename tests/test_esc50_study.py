@@ -59,6 +59,13 @@ def test_study_trains_scores_reports_and_resumes(tiny_study, capsys):
     assert config["store"] == str((out / "store.zarr").resolve())
 
 
+def test_default_study_writes_its_table_beside_the_experiment_log():
+    # The committed table is the one the default --out rewrites: both live in docs/experiments/, not docs/.
+    assert esc50_study.DOCS == esc50_study.REPO / "docs" / "experiments"
+    for name in ("distillation.md", "distillation-results.md", "distillation-curves.png"):
+        assert (esc50_study.DOCS / name).is_file(), name
+
+
 def test_study_teaches_the_manifest_classes_where_a_configuration_says_so(tiny_study):
     out, flags = tiny_study
     # Trains on the 2 views the smoke run stores, with the seed it is given; --k reaches the dump.
