@@ -246,17 +246,22 @@ def _write(target: Path, src) -> Path:
 
 
 def probe_clips(package: PoolPackage, root: Path, pkg_dir: Path, min_seconds: float = MIN_SECONDS) -> PackageResult:
-    """Checks every audio file under `pkg_dir` decodes with soundfile and lasts `min_seconds`; drops the rest."""
-    import soundfile
+    """Decodes every audio file under `pkg_dir` whole, as kd does, and keeps those that last `min_seconds`.
+
+    A header is not enough: some mp3s promise more frames than they decode, and kd refuses such a file as truncated
+    wherever a view's crop (or a mixup partner's) reaches the missing end."""
+    from kd.audio import audio_info, load_audio
+    from kd.errors import AudioError
 
     result = PackageResult(package.name, package.version, package.licence)
     for path in sorted(p for p in pkg_dir.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES):
         try:
-            info = soundfile.info(str(path))
-            seconds = info.frames / info.samplerate
-        except (RuntimeError, soundfile.LibsndfileError, ZeroDivisionError):
+            info = audio_info(path)
+            load_audio(path)
+        except AudioError:
             result.undecodable += 1
             continue
+        seconds = info.frames / info.sample_rate
         if seconds < min_seconds:
             result.too_short += 1
             continue

@@ -68,9 +68,11 @@ def test_probe_drops_short_and_undecodable_and_manifest_loads(tmp_path):
     _wav(pkg_dir / "usr/sounds/rain.wav", 2.0)
     _wav(pkg_dir / "usr/sounds/click.wav", 0.1)
     (pkg_dir / "usr/sounds/broken.ogg").write_bytes(b"not audio")
+    whole = _wav(pkg_dir / "usr/sounds/cut.wav", 2.0).read_bytes()
+    (pkg_dir / "usr/sounds/cut.wav").write_bytes(whole[: len(whole) // 2])  # its header promises 2 s
     result = audio_pool.probe_clips(FAKE, tmp_path, pkg_dir)
     assert [p for p, _ in result.clips] == ["fake-data/usr/sounds/dog.wav", "fake-data/usr/sounds/rain.wav"]
-    assert (result.too_short, result.undecodable) == (1, 1)
+    assert (result.too_short, result.undecodable) == (1, 2)
     assert result.summary()["hours"] == pytest.approx(3 / 3600, abs=1e-3)
     manifest = audio_pool.write_pool_manifest(audio_pool.even_subset([result], None), tmp_path / "manifest.csv")
     loaded = load_manifest(manifest)
