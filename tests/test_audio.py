@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from kd.audio import audio_info, load_audio, resample
-from kd.errors import AudioError
+from kd.core.audio import audio_info, load_audio, resample
+from kd.core.errors import AudioError
 
 
 def _clips(shared_data):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kd.augment import (
+from kd.core.augment import (
     AugmentPolicy,
     ViewParams,
     apply_freq_masks,
@@ -15,7 +15,7 @@ from kd.augment import (
     policy_by_name,
     view_seed,
 )
-from kd.errors import ConfigError
+from kd.core.errors import ConfigError
 
 # If any of these change, the meaning of stored seeds changed: bump POLICY_VERSION and add a replay path.
 GOLDEN = {

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from kd.class_choice import resolve_classes
-from kd.errors import ConfigError
-from kd.labels import audioset_labels
+from kd.core.errors import ConfigError
+from kd.core.labels import audioset_labels
 from kd.stores.targets import EnsembleSpec, combine
 from kd.train import KDLoss
+from kd.train.class_choice import resolve_classes
 
 LABELS = audioset_labels()
 DOG, BARK, CAT = (LABELS.index(n) for n in ("Dog", "Bark", "Cat"))  # in store order

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from kd.cli import app
-from kd.config_files import checked_values, merge_settings, read_config_file
-from kd.errors import ConfigError
+from kd.core.config_files import checked_values, merge_settings, read_config_file
+from kd.core.errors import ConfigError
 from kd.stores import LogitStore
 from kd.train import LOSSES, TrainConfig
 from tests.helpers import run_kd
@@ -119,11 +119,11 @@ def test_saved_train_config_is_a_valid_config(tmp_path) -> None:
 
 
 def test_choices_are_checked_by_the_parser_and_match_the_library() -> None:
-    from kd import cli
-    from kd.augment import POLICIES
-    from kd.export import FORMATS
-    from kd.predict import POOLINGS
+    from kd.cli import options as cli
+    from kd.core.augment import POLICIES
     from kd.stores.targets import EnsembleSpec
+    from kd.use.export import FORMATS
+    from kd.use.predict import POOLINGS
 
     assert [p.value for p in cli.Policy] == list(POLICIES)
     assert [f.value for f in cli.ExportFormat] == list(FORMATS)

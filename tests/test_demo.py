@@ -12,11 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from kd.cli import app
-from kd.demo import DEMO_CLIPS, fetch_demo
-from kd.download import sha256_of
-from kd.errors import KdError
-from kd.manifest import load_manifest
-from kd.weights import weights_cache_dir
+from kd.core.download import sha256_of
+from kd.core.errors import KdError
+from kd.core.manifest import load_manifest
+from kd.core.weights import weights_cache_dir
+from kd.use.demo import DEMO_CLIPS, fetch_demo
 
 _URLOPEN = urllib.request.urlopen
 

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from kd.augment import draw_view
+from kd.core.augment import draw_view
+from kd.core.errors import StoreError
+from kd.core.views import render_view
 from kd.dump import DumpConfig, dump_teachers
-from kd.errors import StoreError
 from kd.stores import LogitStore
 from kd.stores.inspect import verify_store
 from kd.teachers import create_teacher
-from kd.views import render_view
 from tests.helpers import run_kd, start_kd
 
 SHORT_CLIPS = [
@@ -72,7 +72,7 @@ def test_stored_topk_equals_teacher_on_replayed_views(manifest, tmp_path):
         for clip, view in [(0, 0), (3, 1), (5, 1)]:
             params = draw_view(store.policy, int(seeds[clip, view]), clip, len(table), view)
             wave = render_view(table, clip, params, store.policy)
-            from kd.audio import resample
+            from kd.core.audio import resample
 
             own = teacher.logits(resample(wave[None], store.policy.sample_rate, teacher.card.sample_rate))[0]
             full = torch.full((len(store.labels),), float("-inf"))

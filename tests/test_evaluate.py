@@ -10,10 +10,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from kd.errors import ConfigError
-from kd.evaluate import evaluate, resolve_labels
-from kd.labels import LabelSpace, audioset_labels
-from kd.models import Tagger, load_tagger
+from kd.core.errors import ConfigError
+from kd.core.labels import LabelSpace, audioset_labels, resolve_labels
+from kd.use.evaluate import evaluate
+from kd.use.models import Tagger, load_tagger
 
 
 def _length_oracle(table: dict[int, list[float]]) -> Tagger:
@@ -76,8 +76,8 @@ def test_a_folder_that_is_not_a_kd_export_is_a_user_error(tmp_path: Path) -> Non
 
 
 def test_student_checkpoint_evaluates(tmp_path: Path, shared_data: Path) -> None:
-    from kd.checkpoint import save_checkpoint
     from kd.students import create_student
+    from kd.students.checkpoint import save_checkpoint
 
     model = create_student("dass-tiny", num_classes=527)
     state = {"student": "dass-tiny", "student_kwargs": {"num_classes": 527}, "labels": audioset_labels().to_json()}

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from kd.errors import ConfigError
-from kd.labels import audioset_labels
+from kd.core.errors import ConfigError
+from kd.core.labels import audioset_labels
 from tests.helpers import run_kd
 
 DOG_CLIP = "clips/esc50_1-100032-A-0.wav"  # 5 s, ESC-50 "dog": one window for kd predict, one pass for the pipeline
@@ -24,8 +24,8 @@ DOG_CLIP = "clips/esc50_1-100032-A-0.wav"  # 5 s, ESC-50 "dog": one window for k
 
 @pytest.fixture(scope="module")
 def student_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from kd.checkpoint import save_checkpoint
     from kd.students import create_student
+    from kd.students.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = create_student("dass-tiny", num_classes=527)
@@ -47,16 +47,16 @@ def student_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def onnx_export(student_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from kd.export import export_student
+    from kd.use.export import export_student
 
     # One export shared by the ONNX tests: tracing dass-tiny is the slow part.
     return export_student(student_checkpoint, "onnx", tmp_path_factory.mktemp("onnx") / "student.onnx")
 
 
 def test_conv_fbank_equals_kaldi_fbank() -> None:
-    from kd.export import ConvKaldiFbank
-    from kd.frontends import KaldiFbank
+    from kd.core.frontends import KaldiFbank
     from kd.students.dass import DASS_FBANK
+    from kd.use.export import ConvKaldiFbank
 
     waves = torch.randn(2, 16000 * 3) * 0.1 + 0.05  # a DC offset too
     np.testing.assert_allclose(ConvKaldiFbank(DASS_FBANK)(waves), KaldiFbank(DASS_FBANK)(waves), atol=2e-4)
@@ -72,10 +72,10 @@ def test_hf_export_loads_both_ways_and_its_pipeline_agrees_with_kd_predict(
     student_checkpoint: Path, tmp_path: Path, shared_data: Path
 ) -> None:
     pytest.importorskip("transformers")
-    from kd.audio import load_audio
-    from kd.export import export_student
-    from kd.models import load_tagger
-    from kd.predict import predict_file
+    from kd.core.audio import load_audio
+    from kd.use.export import export_student
+    from kd.use.models import load_tagger
+    from kd.use.predict import predict_file
 
     out = export_student(student_checkpoint, "hf", tmp_path / "hf")
     config = json.loads((out / "config.json").read_text())
@@ -99,7 +99,7 @@ def test_hf_export_loads_both_ways_and_its_pipeline_agrees_with_kd_predict(
         import kd
         from transformers import AutoModelForAudioClassification, pipeline
         model = AutoModelForAudioClassification.from_pretrained({str(out)!r})
-        assert type(model).__module__ == "kd.hf", type(model).__module__
+        assert type(model).__module__ == "kd.use.hf", type(model).__module__
         tagger = pipeline("audio-classification", model={str(out)!r})
         tags = tagger({{"array": np.load({clip!r}), "sampling_rate": 16000}}, top_k=5)
         print(json.dumps({{"tags": [[t["label"], t["score"]] for t in tags]}}))
@@ -136,7 +136,7 @@ def test_hf_export_loads_both_ways_and_its_pipeline_agrees_with_kd_predict(
 def test_onnx_export_has_dynamic_time_axis(student_checkpoint: Path, onnx_export: Path) -> None:
     import onnxruntime as ort
 
-    from kd.checkpoint import load_student
+    from kd.students.checkpoint import load_student
 
     session = ort.InferenceSession(str(onnx_export))
     model, _ = load_student(student_checkpoint)
@@ -154,7 +154,7 @@ def test_onnx_export_has_dynamic_time_axis(student_checkpoint: Path, onnx_export
 def test_onnx_export_carries_labels_and_rate_so_kd_reads_it(student_checkpoint: Path, onnx_export: Path) -> None:
     import onnx
 
-    from kd.models import load_tagger
+    from kd.use.models import load_tagger
 
     props = {p.key: p.value for p in onnx.load(str(onnx_export)).metadata_props}
     declared = json.loads(props["kd_declaration"])
@@ -172,7 +172,7 @@ def test_torchscript_onnx_exporter_is_still_there() -> None:
     # kd's ONNX export needs the TorchScript exporter (dynamo=False): the dynamo exporter specialises the waveform
     # to the example's length. When torch drops it, this fails first; docs/commands-eval.md lists what the move needs.
     assert "dynamo" in inspect.signature(torch.onnx.export).parameters, (
-        "torch.onnx.export lost its dynamo= switch: the TorchScript exporter kd.export uses is gone; "
+        "torch.onnx.export lost its dynamo= switch: the TorchScript exporter kd.use.export uses is gone; "
         "port export_onnx to the dynamo exporter (see docs/commands-eval.md, 'Moving to the dynamo exporter')"
     )
 
@@ -187,7 +187,7 @@ def test_onnx_graph_time_axis_is_symbolic(onnx_export: Path) -> None:
 
 
 def test_export_refuses_bad_formats(student_checkpoint: Path, tmp_path: Path) -> None:
-    from kd.export import export_student
+    from kd.use.export import export_student
 
     with pytest.raises(ConfigError, match="--format"):
         export_student(student_checkpoint, "tflite", tmp_path / "x")

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd.checkpoint import read_checkpoint
-from kd.distill_data import DistillDataset
+from kd.core.frontends import KaldiFbank
 from kd.dump import DumpConfig, dump_teachers
-from kd.feature_cache import cache_key, frontend_description
-from kd.frontends import KaldiFbank
 from kd.stores import LogitStore
 from kd.stores.targets import EnsembleSpec
 from kd.students import create_student
+from kd.students.checkpoint import read_checkpoint
 from kd.train import TrainConfig, train_student
+from kd.train.distill_data import DistillDataset
+from kd.train.feature_cache import cache_key, frontend_description
 
 CLIPS = ["scaper_dogbark.wav", "librosa_robin.ogg", "us8k_eval_siren_1.wav", "esc50_1-100032-A-0.wav"]
 SPEC = EnsembleSpec((("toy/tiny16k", 1.0),))
@@ -145,7 +145,7 @@ def test_training_with_the_cache_equals_training_without(store, tmp_path, monkey
     plain, plain_losses = run("plain", None)
     for name in ("cold", "warm"):  # an empty cache, then the one the cold run filled
         if name == "warm":
-            monkeypatch.setattr("kd.distill_data.render_view", not_rendered)  # forked workers inherit it
+            monkeypatch.setattr("kd.train.distill_data.render_view", not_rendered)  # forked workers inherit it
         state, losses = run(name, tmp_path / "fc")
         assert losses == plain_losses
         for part in ("model", "ema"):

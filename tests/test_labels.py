@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kd.errors import LabelError
-from kd.labels import LabelSpace, audioset_labels, load_label_csv, load_label_names
+from kd.core.errors import LabelError
+from kd.core.labels import LabelSpace, audioset_labels, load_label_csv, load_label_names
 
 
 def test_audioset_space_loads_527_in_order(shared_data):
@@ -38,7 +38,7 @@ def test_packaged_label_file_and_attribution_are_package_data():
     import fnmatch
     import tomllib
 
-    from kd.labels import packaged_audioset_csv
+    from kd.core.labels import packaged_audioset_csv
 
     csv_path = packaged_audioset_csv()
     attribution = csv_path.with_name("ATTRIBUTION.md")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kd.errors import ManifestError
-from kd.labels import audioset_labels
-from kd.manifest import load_manifest, summarise_manifest, write_manifest
+from kd.core.errors import ManifestError
+from kd.core.labels import audioset_labels
+from kd.core.manifest import load_manifest, summarise_manifest, write_manifest
 
 
 def test_shared_clips_csv_loads(shared_data):

@@ -8,7 +8,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from kd.metrics import average_precision, d_prime, roc_auc, tagging_metrics
+from kd.core.metrics import average_precision, d_prime, roc_auc, tagging_metrics
 
 
 def test_average_precision_known_values() -> None:

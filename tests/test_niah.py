@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd.errors import ConfigError
-from kd.niah import NiahConfig, insert_needle, plot_niah, run_niah
+from kd.core.errors import ConfigError
+from kd.use.niah import NiahConfig, insert_needle, plot_niah, run_niah
 
 
 def test_needle_positions_and_noise_snr() -> None:
@@ -66,7 +66,7 @@ def test_out_of_memory_is_recorded_and_the_sweep_goes_on(shared_data: Path) -> N
 def test_several_models_in_one_sweep_table_and_plot(shared_data: Path, tmp_path: Path) -> None:
     import json
 
-    from kd.niah import compare_niah
+    from kd.use.niah import compare_niah
 
     base = NiahConfig(
         model="toy/tiny16k",

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd.checkpoint import save_checkpoint
-from kd.download import download, sha256_of
-from kd.permissions import current_umask
+from kd.core.download import download, sha256_of
+from kd.core.permissions import current_umask
+from kd.students.checkpoint import save_checkpoint
 
 
 @pytest.fixture(params=[0o022, 0o027, 0o002])
@@ -41,9 +41,9 @@ def test_checkpoint_and_download_follow_the_umask(umask: int, tmp_path: Path) ->
 
 
 def test_hf_export_follows_the_umask(tmp_path: Path) -> None:
-    from kd.export import export_student
-    from kd.labels import audioset_labels
+    from kd.core.labels import audioset_labels
     from kd.students import create_student
+    from kd.use.export import export_student
 
     model = create_student("dass-tiny")
     state = {"student": "dass-tiny", "student_kwargs": {}, "labels": audioset_labels().to_json()}

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kd.errors import ConfigError, WeightsError
-from kd.plan import PlanConfig, format_bytes, format_seconds, plan_dump, timing_teacher
+from kd.core.errors import ConfigError, WeightsError
+from kd.dump.plan import PlanConfig, format_bytes, format_seconds, plan_dump, timing_teacher
 from tests.helpers import run_kd
 
 CLIPS = ["scaper_dogbark.wav", "librosa_robin.ogg", "panns_R9_ZSCveAHg_7s.mp3", "us8k_eval_siren_1.wav"]

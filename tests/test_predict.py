@@ -11,10 +11,10 @@ import pytest
 import soundfile as sf
 import torch
 
-import kd.audio
-from kd.errors import ConfigError
-from kd.models import load_tagger
-from kd.predict import iter_windows, plot_timeline, predict_file, window_spans, write_timeline
+import kd.core.audio
+from kd.core.errors import ConfigError
+from kd.use.models import load_tagger
+from kd.use.predict import iter_windows, plot_timeline, predict_file, window_spans, write_timeline
 
 
 def test_window_spans() -> None:
@@ -35,7 +35,7 @@ def long_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (SHARED_DATA / "clips.csv").is_file():
         pytest.skip("real test data not found")
     names = ["freesound_dog.wav", "efficientat-demo_speech.wav", "freesound_rain.wav", "freesound_piano.wav"]
-    pieces = [kd.audio.load_audio(SHARED_DATA / "clips" / n, 16000).numpy() for n in names]
+    pieces = [kd.core.audio.load_audio(SHARED_DATA / "clips" / n, 16000).numpy() for n in names]
     wave = np.concatenate(pieces)
     wave = np.tile(wave, int(np.ceil(300 * 16000 / len(wave))))[: 300 * 16000]
     path = tmp_path_factory.mktemp("long") / "five_minutes.wav"
@@ -45,14 +45,14 @@ def long_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_decoder_never_reads_more_than_one_window(long_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reads = []
-    original = kd.audio.load_audio
+    original = kd.core.audio.load_audio
 
     def spy(path: object, sample_rate: int | None = None, start: float | None = None, end: float | None = None):
         assert start is not None and end is not None, "a whole-file decode"
         reads.append(end - start)
         return original(path, sample_rate, start, end)
 
-    monkeypatch.setattr(kd.audio, "load_audio", spy)
+    monkeypatch.setattr(kd.core.audio, "load_audio", spy)
     windows = list(iter_windows(long_file, 16000, window=10.0, hop=5.0))
     assert len(windows) == 59 and max(reads) <= 10.0 + 1e-9
     assert all(len(w) == 160000 for _, _, w in windows)
@@ -74,7 +74,7 @@ def test_predict_long_file_pools_windows_and_writes_timeline(
     np.testing.assert_allclose(mean.clip_probs, prediction.window_probs.mean(axis=0), rtol=1e-6)
     # Windows scored in batches equal windows scored one by one.
     with torch.no_grad():
-        third = torch.sigmoid(tagger(kd.audio.load_audio(long_file, 16000, 20.0, 30.0)[None]))[0].numpy()
+        third = torch.sigmoid(tagger(kd.core.audio.load_audio(long_file, 16000, 20.0, 30.0)[None]))[0].numpy()
     np.testing.assert_allclose(prediction.window_probs[2], third, atol=1e-5)
     assert len(prediction.top(5)) == 5 and prediction.top(1)[0][1] == prediction.clip_probs.max()
 

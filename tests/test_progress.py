@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from kd import progress
-from kd.progress import PlainProgress, progress_bar
+from kd.core import progress
+from kd.core.progress import PlainProgress, progress_bar
 
 
 def test_off_a_terminal_progress_is_plain_lines(monkeypatch) -> None:

@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 import torch
 
-from kd.augment import draw_view
-from kd.checkpoint import load_student, read_checkpoint
-from kd.distill_data import DistillDataset
+from kd.core.augment import draw_view
+from kd.core.errors import ConfigError, StoreError
+from kd.core.views import render_view
 from kd.dump import DumpConfig, dump_teachers
-from kd.errors import ConfigError, StoreError
 from kd.stores import LogitStore
 from kd.stores.targets import EnsembleSpec
 from kd.students import create_student
+from kd.students.checkpoint import load_student, read_checkpoint
 from kd.train import TrainConfig, epoch_order, held_out, train_student
-from kd.views import render_view
+from kd.train.distill_data import DistillDataset
 from tests.helpers import run_kd, start_kd
 
 CLIPS = [
@@ -83,7 +83,7 @@ def test_dataset_replays_the_dumped_view_and_builds_targets(store):
     assert len(data) == 12
     item = data[data.rows.index((3, 1))]
     params = draw_view(opened.policy, int(opened.seeds()[3, 1]), 3, 6, 1)
-    from kd.audio import resample
+    from kd.core.audio import resample
 
     wave = resample(render_view(opened.clip_table(), 3, params, opened.policy), opened.policy.sample_rate, 16000)
     assert torch.equal(item["features"], student.frontend(wave[None])[0])
@@ -322,8 +322,8 @@ def test_head_starts_at_the_prior_of_the_targets(mn04_store, tmp_path):
 
 
 def test_online_kd_runs_teachers_on_fresh_views_each_epoch(store, tmp_path):
-    from kd.online import OnlineDataset
     from kd.train import setup_run
+    from kd.train.online import OnlineDataset
 
     config = _config(store, tmp_path / "online", online=True, teachers="toy/tiny16k", steps=3)
     run = setup_run(config)
@@ -336,7 +336,7 @@ def test_online_kd_runs_teachers_on_fresh_views_each_epoch(store, tmp_path):
     data.set_epoch(0)
     assert torch.equal(data[2]["waves"], first["waves"])  # ... that is a pure function of (seed, clip, epoch)
     targets, mask = run.live_teachers.targets(first["waves"][None])
-    from kd.audio import resample
+    from kd.core.audio import resample
 
     teacher = run.live_teachers.teachers[0][0]
     live = teacher.logits(resample(first["waves"][None], run.store.policy.sample_rate, teacher.card.sample_rate))
@@ -381,7 +381,7 @@ def test_bad_numbers_and_devices_are_one_line(store, tmp_path, flags, message):
 
 
 def test_non_finite_loss_stops_before_any_checkpoint_is_damaged(store, tmp_path, monkeypatch):
-    from kd.errors import TrainingError
+    from kd.core.errors import TrainingError
     from kd.train import KDLoss
 
     out = tmp_path / "run"
