@@ -2,7 +2,7 @@
 
 Random numbers come from a counter-based generator (Philox) keyed by the view's seed, so any process on any machine
 draws the same view, and nothing depends on global RNG state. Changing what a seed means must bump POLICY_VERSION:
-the golden test in tests/test_augment.py fails otherwise.
+the golden test in tests/core/test_augment.py fails otherwise.
 
 Where each part applies: crop, shift, gain, time masks and mixup act on the waveform at `policy.sample_rate`, before
 any front end, so every teacher and the student hear the same sound. Frequency masks are positions in relative units

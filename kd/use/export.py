@@ -339,7 +339,7 @@ def export_onnx(
 
         with torch.enable_grad():  # see the module docstring: keeps length-dependent no-grad loops out of the trace
             # The TorchScript exporter (dynamo=False) keeps the time axis dynamic; docs/commands-eval.md says why
-            # not dynamo yet, and tests/test_export.py fails loudly once this path is gone.
+            # not dynamo yet, and tests/use/test_export.py fails loudly once this path is gone.
             torch.onnx.export(
                 wrapped,
                 (example,),

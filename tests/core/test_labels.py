@@ -43,7 +43,7 @@ def test_packaged_label_file_and_attribution_are_package_data():
     csv_path = packaged_audioset_csv()
     attribution = csv_path.with_name("ATTRIBUTION.md")
     assert "CC BY-SA 4.0" in attribution.read_text(encoding="utf-8")
-    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text(encoding="utf-8"))
     globs = pyproject["tool"]["setuptools"]["package-data"]["kd"]
     for path in (csv_path, attribution):
         assert any(fnmatch.fnmatch(f"data/{path.name}", g) for g in globs), f"{path.name} would not be installed"
