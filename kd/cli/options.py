@@ -11,6 +11,8 @@ import typer
 from kd.core.errors import ConfigError
 
 
+# Choices the parser checks and --help lists; tests/cli/test_config_files.py checks each matches the library's own
+# list.
 class Loss(StrEnum):
     bce = "bce"
     kl = "kl"

@@ -9,8 +9,6 @@ from kd.core.errors import ConfigError
 
 MIN_VALIDATION_CLIPS = 10
 """Fewer held-out clips than this give agreement figures that mean little (one clip: map_vs_teacher 1.0)."""
-
-
 LOSSES = ("bce", "kl")
 
 

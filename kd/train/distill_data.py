@@ -19,7 +19,7 @@ class DistillDataset(torch.utils.data.Dataset):
 
     Teacher arrays are loaded into memory here, before DataLoader workers fork (a Zarr row read costs ~1 ms). With a
     `feature_cache` directory, stored views' features (before frequency masks) are read from it once written there;
-    see kd/feature_cache.py.
+    see kd/train/feature_cache.py.
     """
 
     def __init__(
