@@ -175,9 +175,9 @@ _VIEW_CACHE: dict[tuple, Views] = {}
 
 def make_store(directory: str | os.PathLike, quick: bool, views: int, block_size: int = 512):
     """Creates a teacher-less store over the chosen shared clips (what `dump_teachers` creates first)."""
-    from kd.augment import policy_by_name
-    from kd.labels import audioset_labels
-    from kd.manifest import clip_duration, load_manifest
+    from kd.core.augment import policy_by_name
+    from kd.core.labels import audioset_labels
+    from kd.core.manifest import clip_duration, load_manifest
     from kd.stores.logit_store import create_store
 
     labels = audioset_labels()
@@ -192,7 +192,7 @@ def rendered_views(quick: bool, views: int, batch_size: int = 16) -> Views:
     key = (quick, views, batch_size, _CLIP_LIMIT["value"])
     if key in _VIEW_CACHE:
         return _VIEW_CACHE[key]
-    from kd.augment import draw_view
+    from kd.core.augment import draw_view
     from kd.dump import render_batch
 
     directory = tempfile.mkdtemp(prefix="kd-bench-views-")
@@ -255,7 +255,7 @@ def teacher_outputs(name: str, quick: bool, views: int) -> TeacherOutputs:
     key = (name, quick, views, _CLIP_LIMIT["value"])
     if key in _OUTPUT_CACHE:
         return _OUTPUT_CACHE[key]
-    from kd.audio import resample
+    from kd.core.audio import resample
 
     rendered = rendered_views(quick, views)
     store = rendered.store

@@ -25,7 +25,7 @@ ENSEMBLES = {
 
 def _scores(tagger, clips: list, store_labels) -> np.ndarray:
     """Whole-clip probabilities [clips, store classes] (uncovered classes of a teacher are NaN)."""
-    from kd.audio import load_audio
+    from kd.core.audio import load_audio
 
     index = tagger.labels.map_to(store_labels).index
     out = np.full((len(clips), len(store_labels)), np.nan)
@@ -37,7 +37,7 @@ def _scores(tagger, clips: list, store_labels) -> np.ndarray:
 
 
 def _agreement(student: np.ndarray, teacher: np.ndarray) -> dict:
-    from kd.metrics import tagging_metrics
+    from kd.core.metrics import tagging_metrics
 
     known = ~np.isnan(teacher).any(axis=0)
     s, t = student[:, known], teacher[:, known]
@@ -50,13 +50,13 @@ def _agreement(student: np.ndarray, teacher: np.ndarray) -> dict:
 
 
 def run(quick: bool = False, steps: int | None = None) -> list[dict]:
+    from kd.core.labels import resolve_labels
+    from kd.core.manifest import load_manifest
+    from kd.core.metrics import tagging_metrics
     from kd.dump import DumpConfig, dump_teachers
-    from kd.evaluate import resolve_labels
-    from kd.manifest import load_manifest
-    from kd.metrics import tagging_metrics
-    from kd.models import load_tagger
     from kd.stores import LogitStore
     from kd.train import TrainConfig, train_student
+    from kd.use.models import load_tagger
 
     steps = steps or (20 if quick else 300)
     work = Path(tempfile.mkdtemp(prefix="kd-swap-"))

@@ -168,7 +168,7 @@ def write_pool_manifest(out: Path, train: Path, pool: Path, clips: int) -> Path:
     """The training clips followed by `clips` clips of the unlabelled manifest `pool` (all for 0; an even subset
     otherwise, so that a smaller pool is a part of a larger one), absolute paths, no labels. Pool rows keep ids
     relative to the pool's folder, so their views do not depend on where the pool is installed."""
-    from kd.manifest import load_manifest
+    from kd.core.manifest import load_manifest
 
     rows = [[r["path"], "", r["labels"], r["category"]] for r in csv.DictReader(open(train))]
     chosen = load_manifest(pool).clips
@@ -211,10 +211,10 @@ def dump(train: Path, store: Path, views: int, teachers: list[str], k: int) -> f
 
 def teacher_scores(fold4: Path, out: Path) -> dict[str, np.ndarray]:
     """Each teacher's fold-4 probabilities in AudioSet order (cached), for label mAP and the agreement figures."""
-    from kd.evaluate import score_clips
-    from kd.labels import audioset_labels
-    from kd.manifest import load_manifest
-    from kd.models import load_tagger
+    from kd.core.labels import audioset_labels
+    from kd.core.manifest import load_manifest
+    from kd.use.evaluate import score_clips
+    from kd.use.models import load_tagger
 
     cache = out / "teacher_fold4.npz"
     if cache.exists():
@@ -234,9 +234,8 @@ def teacher_scores(fold4: Path, out: Path) -> dict[str, np.ndarray]:
 
 
 def fold4_truth(fold4: Path) -> np.ndarray:
-    from kd.evaluate import resolve_labels
-    from kd.labels import audioset_labels
-    from kd.manifest import load_manifest
+    from kd.core.labels import audioset_labels, resolve_labels
+    from kd.core.manifest import load_manifest
 
     clips = [c for c in load_manifest(fold4).clips if c.labels]
     return resolve_labels([c.labels for c in clips], audioset_labels()).targets
@@ -251,7 +250,7 @@ def train(study: Study, store: Path, fold4: Path, out: Path, args: argparse.Name
     run = out / "runs" / study.name
     last = run / "last.pt"
     if last.exists():
-        from kd.checkpoint import read_checkpoint
+        from kd.students.checkpoint import read_checkpoint
 
         if read_checkpoint(last)["step"] >= args.steps:
             return run
@@ -314,11 +313,11 @@ def train_side_by_side(chosen: list[Study], args: argparse.Namespace, argv: list
 def score(run: Path, fold4: Path, truth: np.ndarray, teachers: dict[str, np.ndarray]) -> dict:
     import torch
 
-    from kd.evaluate import score_clips
-    from kd.manifest import load_manifest
-    from kd.metrics import tagging_metrics
-    from kd.models import load_tagger
+    from kd.core.manifest import load_manifest
+    from kd.core.metrics import tagging_metrics
     from kd.students.readout import Readout
+    from kd.use.evaluate import score_clips
+    from kd.use.models import load_tagger
 
     tagger = load_tagger(str(run / "last.pt"))
     clips = [c for c in load_manifest(fold4).clips if c.labels]
@@ -358,7 +357,7 @@ def stored_k(store: Path) -> int:
 
 
 def report(results: dict, teachers: dict[str, np.ndarray], truth: np.ndarray, timings: dict, args) -> str:
-    from kd.metrics import tagging_metrics
+    from kd.core.metrics import tagging_metrics
 
     rows = []
     ensemble = (teachers[MN04] + teachers[YAMNET]) / 2
@@ -584,7 +583,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, took in train_side_by_side(chosen, args, sys.argv[1:] if argv is None else argv):
             add_time(timings, f"train {name}", took)
     torch_threads(args)
-    from kd.checkpoint import read_checkpoint
+    from kd.students.checkpoint import read_checkpoint
 
     results = {}
     for study in CONFIGS:  # every configuration trained here, so that an --only run keeps the others in the table

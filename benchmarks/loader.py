@@ -22,9 +22,9 @@ BATCH = 16
 
 
 def dataset(quick: bool, frontend: torch.nn.Module, sample_rate: int):
-    from kd.distill_data import DistillDataset
     from kd.stores.logit_store import LogitStore
     from kd.stores.targets import EnsembleSpec
+    from kd.train.distill_data import DistillDataset
 
     store = LogitStore(mn04_store(quick, VIEWS))
     return DistillDataset(store, EnsembleSpec(((MN04, 1.0),)), frontend, sample_rate)

@@ -33,9 +33,9 @@ class OnlineViews(torch.utils.data.Dataset):
         return len(self.offline)
 
     def __getitem__(self, index: int) -> dict:
-        from kd.audio import resample
-        from kd.augment import apply_freq_masks, draw_view
-        from kd.views import render_view
+        from kd.core.audio import resample
+        from kd.core.augment import apply_freq_masks, draw_view
+        from kd.core.views import render_view
 
         data = self.offline
         clip, view = data.rows[index]

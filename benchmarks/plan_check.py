@@ -19,7 +19,7 @@ VIEWS = 2
 
 def run(quick: bool = False) -> list[dict]:
     from kd.dump import DumpConfig, dump_teachers
-    from kd.plan import PlanConfig, plan_dump
+    from kd.dump.plan import PlanConfig, plan_dump
 
     set_clip_limit(6 if quick else CLIPS)
     try:

@@ -3,7 +3,8 @@
 Every registered family at its real architecture and input length (10 s views of the shared clips at the policy's
 32 kHz, resampled to each teacher's rate as the dump does): AST (1212 patches), PaSST, HTS-AT, BEATs, CED
 tiny/mini/base, EfficientAT mn04/mn10/mn40, YAMNet and DASS-small as a teacher. Weights do not change the cost, so a
-teacher whose weights are not here runs with seeded random weights (`kd.plan.timing_teacher`); the table says which.
+teacher whose weights are not here runs with seeded random weights (`kd.dump.plan.timing_teacher`); the table says
+which.
 
 Each teacher runs in a fresh process (so peak memory is its own): one warm-up forward of one view, then `repeats()`
 timed steps on a batch of real views. An online step is the teacher forward (full 527-class targets) plus one
@@ -50,9 +51,9 @@ STORED_K = 50
 
 def views(count: int) -> torch.Tensor:
     """`count` real 10 s views of the shared clips at the default policy's rate, spread over the clips."""
-    from kd.augment import policy_by_name
-    from kd.manifest import load_manifest
-    from kd.plan import calibration_views
+    from kd.core.augment import policy_by_name
+    from kd.core.manifest import load_manifest
+    from kd.dump.plan import calibration_views
 
     directory = tempfile.mkdtemp(prefix="kd-bench-costs-")
     manifest = load_manifest(common.write_manifest(directory, quick=False), check_files=False)
@@ -60,7 +61,7 @@ def views(count: int) -> torch.Tensor:
 
 
 def student_features(waves: torch.Tensor) -> torch.Tensor:
-    from kd.audio import resample
+    from kd.core.audio import resample
     from kd.students import create_student
 
     student = create_student("dass-tiny")
@@ -73,9 +74,9 @@ def measure(name: str, waves: torch.Tensor, features: torch.Tensor, times: int, 
     import psutil
 
     from benchmarks.loader import StudentStep
+    from kd.core.labels import audioset_labels
     from kd.dump import top_k
-    from kd.labels import audioset_labels
-    from kd.plan import timing_teacher
+    from kd.dump.plan import timing_teacher
     from kd.stores.targets import EnsembleSpec, combine, expand_topk
 
     torch.set_num_threads(threads)

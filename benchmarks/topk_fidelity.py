@@ -47,7 +47,7 @@ def self_tags(full: np.ndarray) -> np.ndarray:
 
 
 def fidelity(outputs, k: int, fill: str) -> dict:
-    from kd.metrics import tagging_metrics
+    from kd.core.metrics import tagging_metrics
 
     covered = outputs.covered
     full = outputs.logits.reshape(-1, len(covered))[:, covered].astype(np.float64)

@@ -119,10 +119,10 @@ def loop_rate(store: str, out: Path, steps: int, cache: str | None, workers: int
 
 def profile(store: str, out: Path, cache: str, batches: int) -> list[dict]:
     """Wall ms per batch of each stage, rendering (cold) and reading the filled cache (warm), and shares."""
-    from kd.audio import resample
-    from kd.augment import apply_freq_masks, apply_view, draw_view
+    from kd.core.audio import resample
+    from kd.core.augment import apply_freq_masks, apply_view, draw_view
+    from kd.core.views import load_crop
     from kd.train import MetricsLog, _collate, save_run, setup_run, train_step
-    from kd.views import load_crop
 
     run = setup_run(config(store, out, 1000, cache, workers=0))
     data, policy = run.train_data, run.train_data.policy

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kd.manifest import load_manifest
+from kd.core.manifest import load_manifest
 
 soundfile = pytest.importorskip("soundfile")
 

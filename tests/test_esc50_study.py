@@ -10,9 +10,9 @@ import pytest
 import zarr
 
 from benchmarks import esc50_study
-from kd.checkpoint import read_checkpoint
-from kd.evaluate import evaluate
-from kd.models import load_tagger
+from kd.students.checkpoint import read_checkpoint
+from kd.use.evaluate import evaluate
+from kd.use.models import load_tagger
 
 
 @pytest.fixture

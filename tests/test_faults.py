@@ -16,15 +16,15 @@ import pytest
 import soundfile as sf
 import torch
 
-from kd.checkpoint import read_checkpoint, save_checkpoint
-from kd.distill_data import DistillDataset
+from kd.core.errors import AudioError, ConfigError, StoreDamaged, StoreError, WeightsError
 from kd.dump import BlockPlan, DumpConfig, compute_batch, dump_teachers, render_batch
-from kd.errors import AudioError, ConfigError, StoreDamaged, StoreError, WeightsError
 from kd.stores import LogitStore
 from kd.stores.blocks import BlockBuffer
 from kd.stores.inspect import verify_store
 from kd.stores.targets import EnsembleSpec
+from kd.students.checkpoint import read_checkpoint, save_checkpoint
 from kd.teachers import create_teacher
+from kd.train.distill_data import DistillDataset
 from tests.helpers import run_kd
 
 CLIPS = ["scaper_dogbark.wav", "librosa_robin.ogg", "us8k_eval_siren_1.wav", "tflite_speech.wav"]
@@ -167,7 +167,7 @@ def test_huge_samples_fail_their_views_and_their_mixup_partners(shared_data: Pat
     wave, rate = sf.read(shared_data / "clips" / CLIPS[2], dtype="float32")
     sf.write(tmp_path / "huge.wav", wave * 1e20, rate, subtype="FLOAT")
     with pytest.raises(AudioError, match="samples reach"):
-        from kd.audio import load_audio
+        from kd.core.audio import load_audio
 
         load_audio(tmp_path / "huge.wav")
     manifest = _manifest(shared_data, tmp_path, extra=f"{tmp_path / 'huge.wav'},,,Siren\n")
@@ -263,7 +263,7 @@ def test_ensemble_refuses_bad_temperatures(temperature: float) -> None:
 def test_random_bytes_mp3_names_the_real_reason(tmp_path: Path) -> None:
     path = tmp_path / "noise.mp3"
     path.write_bytes(np.random.default_rng(0).bytes(8192).replace(b"ID3", b"xxx"))
-    from kd.audio import audio_info
+    from kd.core.audio import audio_info
 
     with pytest.raises(AudioError, match="not an MP3 file") as caught:
         audio_info(path)
@@ -334,7 +334,7 @@ def test_checkpoint_temporaries_of_dead_writers_are_removed(tmp_path: Path) -> N
     ],
 )
 def test_niah_flags_out_of_range_are_refused(flags: dict) -> None:
-    from kd.niah import NiahConfig
+    from kd.use.niah import NiahConfig
 
     with pytest.raises(ConfigError):
         NiahConfig(model="toy/tiny16k", needles="n.csv", **flags)
@@ -342,8 +342,8 @@ def test_niah_flags_out_of_range_are_refused(flags: dict) -> None:
 
 @pytest.mark.parametrize("window, hop", [(math.nan, None), (math.inf, None), (10.0, math.nan), (0.0, None)])
 def test_predict_window_and_hop_must_be_finite_and_positive(shared_data: Path, window: float, hop) -> None:
-    from kd.models import load_tagger
-    from kd.predict import predict_file
+    from kd.use.models import load_tagger
+    from kd.use.predict import predict_file
 
     with pytest.raises(ConfigError, match="--window"):
         predict_file(load_tagger(TEACHER), shared_data / "clips" / CLIPS[3], window=window, hop=hop)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kd.leftovers import is_dead
+from kd.core.leftovers import is_dead
 from kd.stores.logit_store import LogitStore, TeacherGroup, local_path, teacher_key
 
 

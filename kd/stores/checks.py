@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kd.augment import view_seed
-from kd.errors import StoreDamaged
+from kd.core.augment import view_seed
+from kd.core.errors import StoreDamaged
 from kd.stores.logit_store import LogitStore, clips_digest, teacher_key
 
 SEED_SAMPLE = 256

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kd.errors import StoreDamaged
+from kd.core.errors import StoreDamaged
 from kd.stores.checks import clip_problems, seed_problems, teacher_problems
 from kd.stores.logit_store import LogitStore, TeacherGroup
 

@@ -22,13 +22,13 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-import kd
-from kd.augment import AugmentPolicy, view_seed
-from kd.errors import KdError, StoreDamaged, StoreError
-from kd.labels import LabelMapping, LabelSpace
-from kd.leftovers import remove_dead, writer_tag
-from kd.manifest import Manifest
-from kd.views import ClipTable
+from kd.core.augment import AugmentPolicy, view_seed
+from kd.core.errors import KdError, StoreDamaged, StoreError
+from kd.core.labels import LabelMapping, LabelSpace
+from kd.core.leftovers import remove_dead, writer_tag
+from kd.core.manifest import Manifest
+from kd.core.version import __version__
+from kd.core.views import ClipTable
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -230,7 +230,7 @@ class LogitStore:
             "name": name,
             **provenance,
             "k": k,
-            "kd_version": kd.__version__,
+            "kd_version": __version__,
             "label_mapping": {
                 "source": mapping.source.to_json(),
                 "index": mapping.index.tolist(),
@@ -361,7 +361,7 @@ def create_store(
         return store
     meta = {
         **fingerprint,
-        "kd_version": kd.__version__,
+        "kd_version": __version__,
         "manifest": {"source": manifest.source, "num_clips": len(records)},
         "audio_root": str(manifest.root),
         "clips_sha256": clips_digest(

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kd.augment import draw_view
-from kd.evaluate import resolve_labels
-from kd.metrics import tagging_metrics
+from kd.core.augment import draw_view
+from kd.core.labels import resolve_labels
+from kd.core.metrics import tagging_metrics
 from kd.stores.logit_store import LogitStore
 from kd.stores.targets import expand_topk
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from kd.class_choice import class_mask
-from kd.errors import ConfigError
+from kd.core.errors import ConfigError
+from kd.core.labels import class_mask
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from kd.registry import Registry
+from kd.core.registry import Registry
 
 STUDENTS: Registry[torch.nn.Module] = Registry("student")
 register_student = STUDENTS.register

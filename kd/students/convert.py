@@ -20,8 +20,8 @@ import re
 
 import torch
 
-from kd.errors import WeightsError
-from kd.weights import load_state_dict
+from kd.core.errors import WeightsError
+from kd.core.weights import load_state_dict
 
 _ORIGINAL_RULES: list[tuple[str, str]] = [
     (r"^patch_embed\.0\.", "patch_embed.conv1."),

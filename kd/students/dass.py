@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd.errors import ConfigError
-from kd.frontends import KaldiFbank, KaldiFbankConfig
+from kd.core.errors import ConfigError
+from kd.core.frontends import KaldiFbank, KaldiFbankConfig
 from kd.students import register_student
 from kd.students.readout import Readout
 from kd.students.scan import selective_scan

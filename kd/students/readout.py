@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from kd.class_choice import class_mask
-from kd.errors import ConfigError
+from kd.core.errors import ConfigError
+from kd.core.labels import class_mask
 
 READOUTS = ("sigmoid", "softmax")
 _UNCOVERED = -1e4  # classes no teacher covered: no probability, whatever the clip, and a finite logit

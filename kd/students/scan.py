@@ -30,7 +30,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from kd.errors import ConfigError
+from kd.core.errors import ConfigError
 from kd.students.linear_scan import CHUNK, TRACE_LEVELS, levels_for, scan_chunks, tracing
 from kd.students.scan_grad import ChunkedScan
 

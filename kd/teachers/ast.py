@@ -25,13 +25,13 @@ from typing import Any
 
 import torch
 
-from kd.download import sha256_of
-from kd.errors import KdError, LabelError, WeightsError
-from kd.frontends import KaldiFbank, KaldiFbankConfig
-from kd.labels import LabelSpace, audioset_labels, load_label_names
+from kd.core.download import sha256_of
+from kd.core.errors import KdError, LabelError, WeightsError
+from kd.core.frontends import KaldiFbank, KaldiFbankConfig
+from kd.core.labels import LabelSpace, audioset_labels, load_label_names
+from kd.core.weights import WeightSource, load_state_dict, weights_cache_dir
 from kd.teachers.base import TeacherCard, TorchTeacher, register_teacher
 from kd.teachers.catalog import ENTRIES, TeacherEntry, register_described
-from kd.weights import WeightSource, load_state_dict, weights_cache_dir
 
 SAMPLE_RATE = 16000
 AUDIOSET_MEAN = -4.2677393

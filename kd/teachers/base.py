@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from kd.labels import LabelSpace
-from kd.registry import Registry
-from kd.weights import WeightSource
+from kd.core.labels import LabelSpace
+from kd.core.registry import Registry
+from kd.core.weights import WeightSource
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd.errors import WeightsError
-from kd.frontends import KaldiFbank, KaldiFbankConfig
-from kd.labels import audioset_labels
+from kd.core.errors import WeightsError
+from kd.core.frontends import KaldiFbank, KaldiFbankConfig
+from kd.core.labels import audioset_labels
+from kd.core.weights import WeightSource, file_sha256, load_checkpoint_object, load_strict, resolve_weights
 from kd.teachers.base import TeacherCard, TorchTeacher
 from kd.teachers.catalog import TeacherEntry, meta_parameter_count, register_described
-from kd.weights import WeightSource, file_sha256, load_checkpoint_object, load_strict, resolve_weights
 
 # Upstream's `preprocess`: kaldi fbank of waveform * 2**15 with torchaudio's defaults (povey window, no htk_compat,
 # per-frame DC removal and pre-emphasis 0.97, no dither), then (fbank - 15.41663) / (2 * 6.55582).

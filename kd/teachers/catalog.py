@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
+from kd.core.weights import local_weights
 from kd.teachers.base import Teacher, TeacherCard, register_teacher
-from kd.weights import local_weights
 
 NO_WEIGHTS = "bundled/none"
 

@@ -23,12 +23,12 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
-from kd.errors import WeightsError
-from kd.labels import audioset_labels
+from kd.core.errors import WeightsError
+from kd.core.labels import audioset_labels
+from kd.core.weights import WeightSource, file_sha256, load_strict, read_weights, resolve_weights
 from kd.teachers.base import TeacherCard, TorchTeacher
 from kd.teachers.catalog import TeacherEntry, meta_parameter_count, register_described
 from kd.teachers.vit import Block, PatchEmbed
-from kd.weights import WeightSource, file_sha256, load_strict, read_weights, resolve_weights
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kd.errors import WeightsError
-from kd.labels import audioset_labels
+from kd.core.errors import WeightsError
+from kd.core.labels import audioset_labels
+from kd.core.weights import WeightSource, file_sha256, resolve_weights
 from kd.teachers.base import TeacherCard, TorchTeacher
 from kd.teachers.catalog import TeacherEntry, register_described
-from kd.weights import WeightSource, file_sha256, resolve_weights
 
 # Upstream publishes its checkpoints on a release page without checksums: fetch them by hand, pass --checkpoint.
 RELEASES = "https://github.com/Saurabhbhati/DASS (README: pretrained checkpoints)"
@@ -53,7 +53,7 @@ def _released(name: str, checkpoint: str | os.PathLike | None = None) -> TorchTe
 
 def _trained(checkpoint: str | os.PathLike | None = None) -> TorchTeacher:
     """A student trained by `kd train-student` (its EMA weights), as `dass:PATH`."""
-    from kd.checkpoint import load_student, read_checkpoint
+    from kd.students.checkpoint import load_student, read_checkpoint
 
     if checkpoint is None:
         raise WeightsError("teacher 'dass' needs a checkpoint: name it as dass:PATH (a kd train-student last.pt)")

@@ -16,11 +16,11 @@ from functools import cache, partial
 import torch
 from torch import nn
 
-from kd.frontends import EfficientATMel, EfficientATMelConfig
-from kd.labels import audioset_labels
+from kd.core.frontends import EfficientATMel, EfficientATMelConfig
+from kd.core.labels import audioset_labels
+from kd.core.weights import WeightSource, file_sha256, load_state_dict, load_strict, resolve_weights
 from kd.teachers.base import Teacher, TeacherCard, TorchTeacher
 from kd.teachers.catalog import TeacherEntry, meta_parameter_count, register_described
-from kd.weights import WeightSource, file_sha256, load_state_dict, load_strict, resolve_weights
 
 RELEASE_URL = "https://github.com/fschmid56/EfficientAT/releases/download/v0.0.1/"
 NUM_CLASSES = 527

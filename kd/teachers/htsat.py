@@ -34,13 +34,13 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
-from kd.errors import WeightsError
-from kd.labels import audioset_labels
+from kd.core.errors import WeightsError
+from kd.core.labels import audioset_labels
+from kd.core.weights import WeightSource, file_sha256, load_state_dict, load_strict, resolve_weights
 from kd.teachers.base import TeacherCard, TorchTeacher
 from kd.teachers.catalog import TeacherEntry, meta_parameter_count, register_described
 from kd.teachers.ced import _logit_of_mean_probability
 from kd.teachers.vit import Mlp
-from kd.weights import WeightSource, file_sha256, load_state_dict, load_strict, resolve_weights
 
 CHECKPOINT_PREFIX = "sed_model."
 # How clips shorter than one image are brought to 1024 frames, by registered name (see the module docstring).

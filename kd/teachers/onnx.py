@@ -5,7 +5,7 @@ An ONNX file holds the network but not what feeds it, so the model declares that
 
     {
       "sample_rate": 16000,                 # rate of the waveforms the teacher receives
-      "frontend": "waveform",               # or a kd.frontends settings dict: {"type": "kaldi_fbank", "mean": ...}
+      "frontend": "waveform",               # or a kd.core.frontends settings dict: {"type": "kaldi_fbank", "mean": ...}
       "num_frames": 1024,                   # optional: pad or cut the features' time axis to this many frames
       "pad_value": 0.0,                     # optional: value of padded frames, in the front end's output units
       "labels": "labels.txt",               # one name per line, or a class_labels_indices.csv; relative to the JSON
@@ -31,13 +31,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from kd.errors import ConfigError, KdError, LabelError, WeightsError
-from kd.frontends import build_frontend
-from kd.labels import LabelSpace, load_label_csv, load_label_names
+from kd.core.errors import ConfigError, KdError, LabelError, WeightsError
+from kd.core.frontends import build_frontend
+from kd.core.labels import LabelSpace, load_label_csv, load_label_names
+from kd.core.weights import file_sha256
 from kd.teachers.base import Teacher, TeacherCard, register_teacher
 from kd.teachers.catalog import ENTRIES, TeacherEntry
 from kd.teachers.yamnet import probabilities_to_logits
-from kd.weights import file_sha256
 
 # Which axis of each front end's output is time, for `num_frames`.
 FRONTEND_TIME_AXIS = {"kaldi_fbank": 1, "efficientat_mel": 2}
@@ -194,7 +194,7 @@ def onnx_teacher(
     Args:
         checkpoint: the .onnx file (`create_teacher("onnx:/path/model.onnx")` passes it here).
         sample_rate: rate of the waveforms the model's front end expects.
-        frontend: "waveform", or a kd.frontends settings dict with its "type".
+        frontend: "waveform", or a kd.core.frontends settings dict with its "type".
         num_frames: pad or cut the features' time axis to this many frames.
         pad_value: value of padded frames.
         labels: label file (names, one a line, or a class_labels_indices.csv); in the sidecar, relative to it.

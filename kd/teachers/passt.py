@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd.frontends import EfficientATMel, EfficientATMelConfig
-from kd.labels import audioset_labels
+from kd.core.frontends import EfficientATMel, EfficientATMelConfig
+from kd.core.labels import audioset_labels
+from kd.core.weights import WeightSource, file_sha256, load_state_dict, load_strict, resolve_weights
 from kd.teachers.base import TeacherCard, TorchTeacher
 from kd.teachers.catalog import TeacherEntry, meta_parameter_count, register_described
 from kd.teachers.vit import Block, PatchEmbed
-from kd.weights import WeightSource, file_sha256, load_state_dict, load_strict, resolve_weights
 
 # Upstream's AugmentMelSTFT in eval mode as configured in ex_audioset.py: 32 kHz, pre-emphasis 0.97, 1024-point STFT
 # with an 800-sample symmetric Hann window and hop 320, 128 kaldi mel bins from 0 to 15 kHz (fmax = sr/2 -

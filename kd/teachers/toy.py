@@ -11,8 +11,8 @@ from functools import partial
 
 import torch
 
-from kd.frontends import KaldiFbank, KaldiFbankConfig
-from kd.labels import LabelSpace, audioset_labels
+from kd.core.frontends import KaldiFbank, KaldiFbankConfig
+from kd.core.labels import LabelSpace, audioset_labels
 from kd.teachers.base import TeacherCard, TorchTeacher, register_teacher
 from kd.teachers.catalog import ENTRIES, TeacherEntry
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kd.errors import KdError, LabelError, WeightsError
-from kd.labels import LabelMapping, LabelSpace, audioset_labels, load_label_names
+from kd.core.errors import KdError, LabelError, WeightsError
+from kd.core.labels import LabelMapping, LabelSpace, audioset_labels, load_label_names
+from kd.core.weights import WeightSource, file_sha256, resolve_weights
 from kd.teachers.base import Teacher, TeacherCard, register_teacher
 from kd.teachers.catalog import ENTRIES, TeacherEntry
-from kd.weights import WeightSource, file_sha256, resolve_weights
 
 SAMPLE_RATE = 16000
 WINDOW_SAMPLES = 15600  # 0.96 s patch (96 frames of 10 ms) + 25 ms STFT window - 10 ms hop, at 16 kHz

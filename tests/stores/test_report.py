@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kd.augment import policy_by_name
+from kd.core.augment import policy_by_name
+from kd.core.labels import audioset_labels
+from kd.core.manifest import load_manifest
 from kd.dump import DumpConfig, dump_teachers
-from kd.labels import audioset_labels
-from kd.manifest import load_manifest
 from kd.stores.logit_store import create_store
 from kd.stores.report import spearman, store_report
 from kd.teachers import create_teacher

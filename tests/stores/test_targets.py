@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kd.errors import ConfigError
+from kd.core.errors import ConfigError
 from kd.stores.targets import EnsembleSpec, combine, expand_topk, parse_teachers
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kd.core.errors import StoreError
 from kd.dump import DumpConfig, dump_teachers
-from kd.errors import StoreError
 from kd.stores import LogitStore
 from kd.stores.inspect import summarise_store, verify_store
 from kd.train import TrainConfig, train_student

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kd.errors import ConfigError, WeightsError
+from kd.core.errors import ConfigError, WeightsError
 from kd.students import create_student, dass, student_names
 from kd.students.convert import convert_dass_state_dict, load_upstream_dass
 from kd.students.dass import SS2D, DassConfig, PatchEmbed, build_dass

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from kd.checkpoint import checkpoint_readout
-from kd.errors import ConfigError
-from kd.metrics import tagging_metrics
+from kd.core.errors import ConfigError
+from kd.core.metrics import tagging_metrics
 from kd.students import create_student
+from kd.students.checkpoint import checkpoint_readout
 from kd.students.readout import Readout, readout_kind
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kd.errors import ConfigError
+from kd.core.errors import ConfigError
 from kd.students import linear_scan as chunk_core
 from kd.students import scan
 from kd.students.linear_scan import linear_scan

@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kd.errors import WeightsError
-from kd.labels import audioset_labels
+from kd.core.errors import WeightsError
+from kd.core.labels import audioset_labels
 from kd.teachers import create_teacher
 from kd.teachers.ast import AstFeatures, ast_fbank_config, ast_hf, load_original_ast
 
@@ -126,7 +126,7 @@ def waves(batch: int = 2, samples: int = 16000) -> torch.Tensor:
 
 
 def test_features_equal_transformers_extractor_on_real_clips(shared_data: Path) -> None:
-    from kd.audio import load_audio
+    from kd.core.audio import load_audio
 
     extractor = transformers.ASTFeatureExtractor()
     ours = AstFeatures(ast_fbank_config(), max_length=1024)

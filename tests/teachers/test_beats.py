@@ -15,9 +15,9 @@ import pytest
 import torch
 import torchaudio
 
-from kd.audio import load_audio
-from kd.errors import WeightsError
-from kd.frontends import KaldiFbank
+from kd.core.audio import load_audio
+from kd.core.errors import WeightsError
+from kd.core.frontends import KaldiFbank
 from kd.teachers.base import TEACHERS
 from kd.teachers.beats import BEATS_FBANK, BeatsConfig, BeatsNetwork  # importing registers beats/*
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from kd.core.weights import weights_cache_dir
 from kd.teachers import create_teacher, teacher_names
 from kd.teachers.ast import ast_parameter_count
 from kd.teachers.catalog import NO_WEIGHTS, describe_teachers
-from kd.weights import weights_cache_dir
 
 # Teachers whose architecture is only known once a checkpoint names it.
 FROM_CHECKPOINT = {"onnx", "ast/hf", "dass"}
@@ -27,7 +27,7 @@ def _refuse(*args: object, **kwargs: object) -> None:
 
 def test_every_registered_teacher_is_listed_without_touching_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch, "load", _refuse)
-    monkeypatch.setattr("kd.weights.download", _refuse)
+    monkeypatch.setattr("kd.core.weights.download", _refuse)
     rows = describe_teachers()
     assert [row.name for row in rows] == teacher_names()
     for row in rows:
@@ -95,7 +95,7 @@ def test_catalog_cards_equal_the_built_teachers_cards(shared_data: Path) -> None
 
 
 def test_passt_card_front_end_is_the_built_front_end() -> None:
-    from kd.frontends import EfficientATMel
+    from kd.core.frontends import EfficientATMel
     from kd.teachers.passt import PASST_FRONTEND_SETTINGS, PASST_MEL
 
     assert EfficientATMel(PASST_MEL).settings() == PASST_FRONTEND_SETTINGS

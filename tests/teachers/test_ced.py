@@ -14,8 +14,8 @@ import pytest
 import torch
 import torchaudio
 
-from kd.audio import load_audio
-from kd.errors import WeightsError
+from kd.core.audio import load_audio
+from kd.core.errors import WeightsError
 from kd.teachers.base import TEACHERS
 from kd.teachers.ced import CED_CONFIGS, CedMel, CedNetwork, original_to_hf  # importing registers ced/*
 

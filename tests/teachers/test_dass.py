@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kd.checkpoint import save_checkpoint
-from kd.errors import WeightsError
-from kd.labels import audioset_labels
+from kd.core.errors import WeightsError
+from kd.core.labels import audioset_labels
 from kd.students import create_student
+from kd.students.checkpoint import save_checkpoint
 from kd.teachers import create_teacher
 
 
@@ -34,7 +34,7 @@ def test_kd_checkpoint_teaches_with_its_ema_weights(tmp_path):
 
 
 def test_released_checkpoint_in_upstream_naming_loads(tmp_path, shared_data):
-    from kd.audio import load_audio
+    from kd.core.audio import load_audio
     from tests.students.test_dass import _random_state, _upstream
 
     with pytest.raises(WeightsError, match="--checkpoint"):

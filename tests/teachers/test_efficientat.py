@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd.errors import ConfigError, WeightsError
-from kd.frontends import EfficientATMel, EfficientATMelConfig
+from kd.core.errors import ConfigError, WeightsError
+from kd.core.frontends import EfficientATMel, EfficientATMelConfig
 from kd.teachers.base import TEACHERS
 from kd.teachers.efficientat import VARIANTS, MobileNetConfig, MobileNetV3, build_network
 
@@ -140,13 +140,13 @@ def test_weights_are_found_in_the_cache(mn04_file: Path, tmp_path: Path, monkeyp
     monkeypatch.setenv("KD_CACHE", str(tmp_path))
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "efficientat_mn04_as.pt").symlink_to(mn04_file)
-    monkeypatch.setattr("kd.weights.download", _no_network)
+    monkeypatch.setattr("kd.core.weights.download", _no_network)
     assert create_teacher("efficientat/mn04_as").checkpoint_sha256 == MN04_SHA256
 
 
 def test_offline_without_weights_says_how_to_supply_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KD_CACHE", str(tmp_path))
-    monkeypatch.setattr("kd.weights.download", _no_network)
+    monkeypatch.setattr("kd.core.weights.download", _no_network)
     with pytest.raises(WeightsError, match=r"--checkpoint PATH.*efficientat_mn10_as\.pt"):
         create_teacher("efficientat/mn10_as")
 
@@ -163,7 +163,7 @@ def test_checkpoint_of_another_model_is_refused(mn04_file: Path, tmp_path: Path)
 
 
 def test_mn04_hears_a_train_in_the_paris_metro(mn04, shared_data: Path) -> None:
-    from kd.audio import load_audio
+    from kd.core.audio import load_audio
 
     wave = load_audio(shared_data / "clips" / "efficientat_metro_station-paris.wav", sample_rate=32000)
     top = mn04.logits(wave[None])[0].argmax().item()
@@ -171,7 +171,7 @@ def test_mn04_hears_a_train_in_the_paris_metro(mn04, shared_data: Path) -> None:
 
 
 def test_mn04_tags_the_shared_clips(mn04, shared_data: Path) -> None:
-    from kd.audio import load_audio
+    from kd.core.audio import load_audio
 
     with (shared_data / "clips.csv").open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))

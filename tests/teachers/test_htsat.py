@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from kd.audio import load_audio
-from kd.errors import WeightsError
+from kd.core.audio import load_audio
+from kd.core.errors import WeightsError
 from kd.teachers.base import TEACHERS
 from kd.teachers.htsat import HtsatConfig, HtsatMel, HtsatNetwork, HtsatTagger
 

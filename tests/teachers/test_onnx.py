@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd.errors import ConfigError, LabelError, WeightsError
-from kd.frontends import EfficientATMel, EfficientATMelConfig, KaldiFbank, KaldiFbankConfig
+from kd.core.errors import ConfigError, LabelError, WeightsError
+from kd.core.frontends import EfficientATMel, EfficientATMelConfig, KaldiFbank, KaldiFbankConfig
 from kd.teachers import create_teacher
 from kd.teachers.onnx import ONNX_METADATA_KEY, onnx_teacher, sidecar_path
 

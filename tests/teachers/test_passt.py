@@ -14,9 +14,9 @@ import pytest
 import torch
 import torchaudio
 
-from kd.audio import load_audio
-from kd.errors import WeightsError
-from kd.frontends import EfficientATMel
+from kd.core.audio import load_audio
+from kd.core.errors import WeightsError
+from kd.core.frontends import EfficientATMel
 from kd.teachers.base import TEACHERS
 from kd.teachers.passt import PASST_MEL, PASST_MODELS, PasstConfig, PasstNetwork  # importing registers passt/*
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from kd.errors import KdError, WeightsError
-from kd.labels import LabelSpace, audioset_labels, load_label_names
+from kd.core.errors import KdError, WeightsError
+from kd.core.labels import LabelSpace, audioset_labels, load_label_names
+from kd.core.weights import file_sha256
 from kd.teachers import create_teacher
 from kd.teachers.yamnet import (
     HOP_SAMPLES,
@@ -24,7 +25,6 @@ from kd.teachers.yamnet import (
     yamnet_audioset_mapping,
     yamnet_windows,
 )
-from kd.weights import file_sha256
 
 pytest.importorskip("ai_edge_litert")
 
@@ -127,7 +127,7 @@ def test_missing_runtime_names_the_extra(model_path: Path, monkeypatch: pytest.M
 
 
 def test_tags_real_clips(shared_data: Path, teacher) -> None:
-    from kd.audio import load_audio
+    from kd.core.audio import load_audio
 
     audioset = audioset_labels()
     mapping = yamnet_audioset_mapping(teacher.labels, audioset)
