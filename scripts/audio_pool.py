@@ -250,8 +250,8 @@ def probe_clips(package: PoolPackage, root: Path, pkg_dir: Path, min_seconds: fl
 
     A header is not enough: some mp3s promise more frames than they decode, and kd refuses such a file as truncated
     wherever a view's crop (or a mixup partner's) reaches the missing end."""
-    from kd.audio import audio_info, load_audio
-    from kd.errors import AudioError
+    from kd.core.audio import audio_info, load_audio
+    from kd.core.errors import AudioError
 
     result = PackageResult(package.name, package.version, package.licence)
     for path in sorted(p for p in pkg_dir.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES):

@@ -7,8 +7,6 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# Pages another branch of the same issue adds; a link to one is accepted only while the file is absent.
-PENDING = {"docs/python-api.md"}
 
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.M | re.S)
@@ -61,8 +59,7 @@ def test_relative_links_point_at_existing_files_and_headings():
             name = resolved.relative_to(REPO).as_posix() if resolved.is_relative_to(REPO) else str(resolved)
             where = f"{page.relative_to(REPO)}: ({target})"
             if not resolved.exists():
-                if name not in PENDING:
-                    broken.append(f"{where} -> {name} does not exist")
+                broken.append(f"{where} -> {name} does not exist")
             elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
                 broken.append(f"{where} -> no heading #{anchor} in {name}")
     assert not broken, "broken links:\n" + "\n".join(broken)

@@ -411,7 +411,7 @@ def dass_mini(num_classes: int = 527, drop_path_rate: float = 0.0) -> Dass:
 def dass_mini_p16(num_classes: int = 527, drop_path_rate: float = 0.0) -> Dass:
     """dass-mini on 16 x 16 patches (two stride-4 convolutions): a sixteenth of its positions per stage and about 3x
     its training samples/s on a CPU (benchmarks/student_step.py), for the same 1.6 M parameters. The student of the
-    ESC-50 study (docs/distillation.md)."""
+    ESC-50 study (docs/experiments/distillation.md)."""
     return build_dass(_with_drop_path(DASS_MINI_P16, drop_path_rate), num_classes)
 
 

@@ -17,9 +17,9 @@ class TrainConfig:
     """Everything `kd train-student` takes; saved in every checkpoint and compared on resume.
 
     Defaults are those measured best for small students on real data (ESC-50 folds 1-3 -> fold 4, see
-    docs/distillation.md): the CPU student dass-mini-p16, peak learning rate 1e-3 with a short warm-up (2e-3 learns
-    less and 4e-3 collapses to the targets' average), an EMA that follows within a few hundred steps, the output
-    bias started at the targets' prior, and BCE against the ensemble's probabilities.
+    docs/experiments/distillation.md): the CPU student dass-mini-p16, peak learning rate 1e-3 with a short warm-up
+    (2e-3 learns less and 4e-3 collapses to the targets' average), an EMA that follows within a few hundred steps,
+    the output bias started at the targets' prior, and BCE against the ensemble's probabilities.
     """
 
     store: str
