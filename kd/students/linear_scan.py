@@ -7,6 +7,8 @@ linear in L and the Python loop count is fixed, so tracing gives a graph with a 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 CHUNK = 64
@@ -14,6 +16,9 @@ CHUNK = 64
 
 TRACE_LEVELS = 4
 """Levels used while tracing (ONNX export), so one exported graph serves any L up to CHUNK ** 4 (16.7 M steps)."""
+
+SMALL = 8
+"""Carry scans of at most this many chunks run as one plain loop."""
 
 
 def tracing() -> bool:
@@ -33,7 +38,7 @@ def linear_scan(log_a: torch.Tensor, x: torch.Tensor, levels: int | None = None)
     length = x.shape[0]
     if levels is None:
         levels = TRACE_LEVELS if tracing() else levels_for(length)
-    h = scan_chunks(to_chunks(torch.exp(log_a)), to_chunks(x), levels, inplace=False)
+    h = scan_chunks(to_chunks(torch.exp(log_a)), to_chunks(x), levels)
     return from_chunks(h)[:length]
 
 
@@ -45,12 +50,13 @@ def levels_for(length: int) -> int:
     return levels
 
 
-def to_chunks(t: torch.Tensor) -> torch.Tensor:
-    """[L, ...] -> [CHUNK, n_chunks, ...], zero-padded at the end, contiguous."""
+def to_chunks(t: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """[L, ...] -> [chunk (default CHUNK), n_chunks, ...], zero-padded at the end, contiguous."""
+    chunk = chunk or CHUNK
     length, rest = t.shape[0], t.shape[1:]
-    n_chunks = (length + CHUNK - 1) // CHUNK
-    t = torch.cat([t, t.new_zeros((n_chunks * CHUNK - length, *rest))])
-    return t.reshape(n_chunks, CHUNK, *rest).transpose(0, 1).contiguous()
+    n_chunks = (length + chunk - 1) // chunk
+    t = torch.cat([t, t.new_zeros((n_chunks * chunk - length, *rest))])
+    return t.reshape(n_chunks, chunk, *rest).transpose(0, 1).contiguous()
 
 
 def from_chunks(t: torch.Tensor) -> torch.Tensor:
@@ -58,34 +64,51 @@ def from_chunks(t: torch.Tensor) -> torch.Tensor:
     return t.transpose(0, 1).reshape(-1, *t.shape[2:])
 
 
-def scan_chunks(decay: torch.Tensor, x: torch.Tensor, levels: int, inplace: bool) -> torch.Tensor:
+def scan_chunks(decay: torch.Tensor, x: torch.Tensor, levels: int) -> torch.Tensor:
     """h_t = decay_t * h_{t-1} + x_t over [CHUNK, n_chunks, ...] inputs (time = chunk index * CHUNK + step).
 
     Decays are exp(delta * A) in [0, 1] and are only ever multiplied together, never divided or subtracted: values
-    shrink or underflow to exact zeros, nothing overflows or cancels. With `inplace`, x is overwritten by the
-    states and decay by its running products.
+    shrink or underflow to exact zeros, nothing overflows or cancels.
     """
     n_chunks = decay.shape[1]
-    if inplace:
-        for t in range(1, CHUNK):
-            x[t].addcmul_(decay[t], x[t - 1])
-            if levels > 1:
-                decay[t].mul_(decay[t - 1])
-        local, running = x, decay
-    else:
-        h, p = x[0], decay[0]
-        states, products = [h], [p]
-        for t in range(1, CHUNK):
-            h = torch.addcmul(x[t], decay[t], h)
-            states.append(h)
-            if levels > 1:
-                p = p * decay[t]
-                products.append(p)
-        local = torch.stack(states)
-        running = torch.stack(products) if levels > 1 else None
+    h, p = x[0], decay[0]
+    states, products = [h], [p]
+    for t in range(1, CHUNK):
+        h = torch.addcmul(x[t], decay[t], h)
+        states.append(h)
+        if levels > 1:
+            p = p * decay[t]
+            products.append(p)
+    local = torch.stack(states)
     if levels == 1:
         return local
+    running = torch.stack(products)
     # One level up, each chunk is one step: its decay is the product of its decays, its input its local end state.
-    ends = from_chunks(scan_chunks(to_chunks(running[-1]), to_chunks(local[-1]), levels - 1, inplace))
+    ends = from_chunks(scan_chunks(to_chunks(running[-1]), to_chunks(local[-1]), levels - 1))
     carry = torch.cat([torch.zeros_like(ends[:1]), ends[: n_chunks - 1]])  # the state entering each chunk
-    return local.addcmul_(running, carry[None]) if inplace else torch.addcmul(local, running, carry[None])
+    return torch.addcmul(local, running, carry[None])
+
+
+def scan_chunk_first_(decay: torch.Tensor, x: torch.Tensor) -> None:
+    """h_t = decay_t * h_{t-1} + x_t over [chunk, n_chunks, ...] tensors (time = chunk index * chunk + step), in
+    place: x becomes h; decay is left as it is.
+
+    Two sweeps over the chunks, each step one op over that step of all chunks on contiguous memory. The first only
+    reads: each chunk's end state from a zero start, and the product of its decays. One level up, where each chunk
+    is one step, the same scan (with a chunk of about the square root of n_chunks) turns those into the state
+    entering each chunk. The second sweep runs the recurrence in place from those states. Reading everything twice
+    and writing it once costs less than writing the running products and correcting every state afterwards.
+    """
+    chunk, n_chunks = x.shape[:2]
+    xs, decays = x.unbind(0), decay.unbind(0)  # one op for all the step views, not one per use
+    if n_chunks > 1:
+        ends, totals = xs[0].clone(), decays[0].clone()
+        for t in range(1, chunk):
+            torch.addcmul(xs[t], decays[t], ends, out=ends)
+            totals.mul_(decays[t])
+        inner = n_chunks if n_chunks <= SMALL else math.isqrt(n_chunks - 1) + 1
+        ends, totals = to_chunks(ends, inner), to_chunks(totals, inner)
+        scan_chunk_first_(totals, ends)
+        xs[0][1:].addcmul_(decays[0][1:], from_chunks(ends)[: n_chunks - 1])
+    for t in range(1, chunk):
+        xs[t].addcmul_(decays[t], xs[t - 1])

@@ -41,18 +41,31 @@ def _reduce_like(grad: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     return grad.reshape(length, batch, groups, dim // groups, n).sum(3).permute(1, 2, 3, 0)
 
 
+def scan_states(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """The states h [L, batch, dim, N] of the recurrence above, as plain differentiable (and traceable) ops."""
+    batch, dim, length = u.shape
+    dt = delta.permute(2, 0, 1)  # [L, batch, dim]
+    return linear_scan(dt[..., None] * A, (dt * u.permute(2, 0, 1))[..., None] * _time_first(B, batch, dim, length))
+
+
+def scan_graph(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """y [batch, dim, L] of the recurrence above as plain ops: what ChunkedScan computes, for tracing."""
+    return _read_out(scan_states(u, delta, A, B), C)
+
+
+def _read_out(h: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    length, batch, dim, _ = h.shape
+    return (h * _time_first(C, batch, dim, length)).sum(-1).permute(1, 2, 0)
+
+
 class ChunkedScan(torch.autograd.Function):
     """y [batch, dim, L] = <C_t, h_t> of the recurrence above; u, delta [batch, dim, L], A [dim, N] (real)."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C):  # type: ignore[override]
-        batch, dim, length = u.shape
-        dt = delta.permute(2, 0, 1)  # [L, batch, dim]
-        Bt, Ct = _time_first(B, batch, dim, length), _time_first(C, batch, dim, length)
-        log_a = dt[..., None] * A
-        h = linear_scan(log_a, (dt * u.permute(2, 0, 1))[..., None] * Bt)
+        h = scan_states(u, delta, A, B)
         ctx.save_for_backward(u, delta, A, B, C, h)
-        return (h * Ct).sum(-1).permute(1, 2, 0)
+        return _read_out(h, C)
 
     @staticmethod
     def backward(ctx, gy):  # type: ignore[override]

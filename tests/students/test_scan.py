@@ -63,6 +63,23 @@ def test_chunked_matches_reference(length: int, bc: str) -> None:
     assert _rel(selective_scan_reference(**args32, delta_softplus=True), expected) < 1e-5
 
 
+@pytest.mark.parametrize("length", [1, 63, 64, 65, 300, 4097, 20_001])
+@pytest.mark.parametrize("bc", ["grouped", "shared", "static"])
+@pytest.mark.parametrize("time_major", [True, False])
+def test_inference_matches_reference(length: int, bc: str, time_major: bool) -> None:
+    # Without autograd the scan runs in place on the time-major layout; 20 001 steps take four chunk levels.
+    args = _inputs(length, bc=bc, batch=2 if length < 5000 else 1, dim=8 if length < 5000 else 4)
+    if time_major:
+        args = {k: v.transpose(1, 2).contiguous().transpose(1, 2) if v.dim() == 3 else v for k, v in args.items()}
+    expected = selective_scan_reference(**args, delta_softplus=True)
+    with torch.no_grad():
+        got = selective_scan_chunked(**args, delta_softplus=True)
+        got32 = selective_scan_chunked(**{k: v.float() for k, v in args.items()}, delta_softplus=True)
+    assert _rel(got, expected) < 1e-10
+    assert got32.dtype == torch.float32
+    assert _rel(got32, expected) < 1e-5
+
+
 def test_chunked_without_softplus_d_or_z() -> None:
     args = _inputs(200)
     args["delta"] = args["delta"].abs()
