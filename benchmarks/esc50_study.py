@@ -190,11 +190,13 @@ def write_pool_manifest(out: Path, train: Path, pool: Path, clips: int) -> Path:
     return path
 
 
-def dump(train: Path, store: Path, views: int, teachers: list[str], k: int) -> float:
+def dump(train: Path, store: Path, views: int, teachers: list[str], k: int, skip_bad: bool = False) -> float:
+    """Dumps (or resumes) `store`; stops with the failed views named unless `skip_bad`, as kd dump-teachers does:
+    without it their blocks stay undone and training would refuse the store."""
     from kd.dump import DumpConfig, dump_teachers
 
     began = time.perf_counter()
-    dump_teachers(
+    report = dump_teachers(
         DumpConfig(
             manifest=str(train),
             store=str(store),
@@ -204,8 +206,19 @@ def dump(train: Path, store: Path, views: int, teachers: list[str], k: int) -> f
             k=k,
             clip_seconds=5.0,
             block_size=128,
+            skip_bad=skip_bad,
         )
     )
+    if report.failures:
+        first = report.failures[0]
+        failed = f"{store}: {len(report.failures)} views failed (first: {first.clip_id} view {first.view}: "
+        failed += f"{first.reason})"
+        if not skip_bad:
+            raise SystemExit(
+                f"{failed}; their blocks are left undone. Fix or drop those clips (scripts/audio_pool.py drops "
+                "clips that do not decode whole), or rerun with --skip-bad to keep them as failed views"
+            )
+        print(f"{failed}; kept as failed views (--skip-bad)", flush=True)
     return time.perf_counter() - began
 
 
@@ -542,6 +555,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--jobs", type=int, default=2, help="configurations trained side by side, each on cores / jobs threads"
     )
+    parser.add_argument(
+        "--skip-bad", action="store_true", help="keep views whose clips do not decode as failed views (kd's --skip-bad)"
+    )
     parser.add_argument("--train-only", action="store_true", help=argparse.SUPPRESS)  # one job of --jobs
     args = parser.parse_args(argv)
     if not args.train_folds or set(args.train_folds) - set(TRAIN_FOLDS):
@@ -573,9 +589,10 @@ def main(argv: list[str] | None = None) -> None:
         args.pool_size = sum(1 for _ in open(pool_csv)) - 1 - args.train_clips
     if not args.report:
         if unpooled := [c for c in chosen if not c.pool]:
-            add_time(timings, "dump", dump(train_csv, args.store, args.views, dumped_teachers(unpooled), args.k))
+            took = dump(train_csv, args.store, args.views, dumped_teachers(unpooled), args.k, args.skip_bad)
+            add_time(timings, "dump", took)
         if pooled:
-            took = dump(pool_csv, args.pool_store, args.views, dumped_teachers(pooled), args.k)
+            took = dump(pool_csv, args.pool_store, args.views, dumped_teachers(pooled), args.k, args.skip_bad)
             add_time(timings, f"dump pool {args.pool_size}", took)
     teachers = teacher_scores(fold4, args.out)
     truth = fold4_truth(fold4)

@@ -10,6 +10,7 @@ import pytest
 import zarr
 
 from benchmarks import esc50_study
+from kd.stores.logit_store import LogitStore
 from kd.students.checkpoint import read_checkpoint
 from kd.use.evaluate import evaluate
 from kd.use.models import load_tagger
@@ -145,3 +146,16 @@ def test_study_trains_label_free_on_the_training_clips_plus_an_unlabelled_pool(t
         esc50_study.main(
             [*flags, "--out", str(tmp_path / "other"), "--only", "kd_mn04_pool_dp2", "--pool", str(labelled)]
         )
+
+
+def test_study_dump_names_failed_views_and_keeps_them_only_when_asked(shared_data, bad_audio, tmp_path):
+    clips = sorted((shared_data / "esc50").rglob("*.wav"))[:2] + [bad_audio["truncated_wav"]]
+    manifest = tmp_path / "train.csv"
+    manifest.write_text("path,labels\n" + "".join(f"{c},\n" for c in clips))
+    store = tmp_path / "store.zarr"
+    with pytest.raises(SystemExit, match=r"store.zarr: 1 views failed \(first: .*truncated.* view 0: .*--skip-bad"):
+        esc50_study.dump(manifest, store, 1, [esc50_study.MN04], 5)
+    assert not LogitStore(store).teacher(esc50_study.MN04).done_blocks().any()
+    esc50_study.dump(manifest, store, 1, [esc50_study.MN04], 5, skip_bad=True)  # resumes the undone block
+    teacher = LogitStore(store).teacher(esc50_study.MN04)
+    assert teacher.done_blocks().all() and teacher.read("failed").sum() == 1
