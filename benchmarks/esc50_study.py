@@ -569,7 +569,7 @@ def main(argv: list[str] | None = None) -> None:
     args.store = (args.store or args.out / "store.zarr").resolve()
     args.pool = args.pool and args.pool.resolve()
     args.feature_cache = args.feature_cache or args.store.parent / "features"
-    args.pool_size = args.pool_clips
+    args.pool_size = 0  # the pool's clip count, once its manifest is written (below)
     args.pool_store = args.store.parent / f"pool{args.pool_clips or 'all'}-store.zarr"  # reused with --store
     if args.train_only:
         torch_threads(args)
