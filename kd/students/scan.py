@@ -12,13 +12,14 @@ d // (dim // groups), as VMamba's four scan directions do); D and delta_bias [di
 
 Backends:
 - `reference`: one step per time index; exact recurrence, float64 capable, slow. The ground truth of the tests.
-- `chunked`: pure PyTorch, the default off CUDA. Time is cut into chunks of `CHUNK` steps; all chunks run their
-  local recurrence side by side (a fixed, unrolled loop of `CHUNK` steps), the chunk-to-chunk carries come from
-  the same scan one level up, applied recursively (`kd.students.linear_scan`, shared with the backward in
-  `kd.students.scan_grad`). Work is linear in L and the Python loop count is fixed, so
-  `torch.onnx.export` traces it with a dynamic time axis. Decays only ever enter as `exp(x)` with x = delta*A or a
-  sum of such terms (never a difference), so for A <= 0 no exponent is positive: large |A*delta| and long
-  sequences underflow to exact zeros instead of overflowing, and nothing cancels.
+- `chunked`: pure PyTorch, the default off CUDA. Time is cut into chunks; all chunks run their local recurrence
+  side by side (a fixed, unrolled loop over the steps of a chunk), and the chunk-to-chunk carries come from the
+  same scan one level up, applied recursively (`kd.students.linear_scan`, shared with the backward in
+  `kd.students.scan_grad`). Without autograd it works in place on chunk-first buffers (`_inplace_segment`); while
+  tracing it is plain ops with a fixed loop count, so `torch.onnx.export` traces it with a dynamic time axis.
+  Decays only ever enter as `exp(x)` with x = delta*A, or as products of such terms (never a quotient), so for
+  A <= 0 nothing exceeds 1: large |A*delta| and long sequences underflow to exact zeros instead of overflowing,
+  and nothing cancels.
 - `mamba_ssm`: mamba-ssm's CUDA kernel, used for CUDA tensors when `mamba_ssm` imports (it fails at import when
   its compiled `selective_scan_cuda` is missing; any import failure means "unavailable").
 """
@@ -32,12 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from kd.core.errors import ConfigError
-from kd.students.linear_scan import scan_chunk_first_, tracing
+from kd.students.linear_scan import STEP_CHUNK, scan_chunk_first_, tracing
 from kd.students.scan_grad import ChunkedScan, scan_graph
-
-CHUNK = 32
-"""Steps per chunk of the in-place scan used without autograd (measured fastest on one CPU thread for DASS's 96
-and 384 channels at L = 8192; the traced and autograd paths use `kd.students.linear_scan.CHUNK`)."""
 
 SEGMENT_ELEMENTS = 1 << 18
 """Without autograd, scan at most about this many state elements (batch * dim * N * steps) at a time."""
@@ -141,10 +138,10 @@ def selective_scan_chunked(
     u, delta, z = (
         t if t is None or t.stride(1) == 1 else t.transpose(1, 2).contiguous().transpose(1, 2) for t in (u, delta, z)
     )
-    segment = max(SEGMENT_MIN, SEGMENT_ELEMENTS // max(batch * dim * A.shape[1], 1)) // CHUNK * CHUNK
+    segment = max(SEGMENT_MIN, SEGMENT_ELEMENTS // max(batch * dim * A.shape[1], 1)) // STEP_CHUNK * STEP_CHUNK
     out = torch.empty((batch, length, dim), dtype=compute, device=u.device)  # time-major, as the model reads it
     # Segments of whole chunks; a ragged end, shorter than a chunk, is a segment (and a chunk) of its own.
-    whole = length - length % CHUNK
+    whole = length - length % STEP_CHUNK
     edges = sorted({*range(0, whole, segment), whole, length})
     state = None
     for start, stop in itertools.pairwise(edges):
@@ -181,7 +178,7 @@ def _inplace_segment(
     compute = out.dtype
     batch, dim, length = u.shape
     groups, n = _groups(B, C, dim), A.shape[1]
-    chunk = min(CHUNK, length)
+    chunk = min(STEP_CHUNK, length)
     shape = (chunk, length // chunk, batch, groups, dim // groups)
 
     def time_major(t: torch.Tensor) -> torch.Tensor:  # [batch, L, ...] -> [batch, n_chunks, chunk, ...]
