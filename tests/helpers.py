@@ -1,10 +1,11 @@
-"""Helpers shared by tests that run the real `kd` command in a subprocess."""
+"""Helpers shared by tests: the real `kd` command in a subprocess, and tiny stores of real clips."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def run_kd(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -27,3 +28,26 @@ def start_kd(*args: str) -> subprocess.Popen:
         text=True,
         env={**os.environ, "COLUMNS": "250"},
     )
+
+
+def dump_toy_store(root: Path, clips: list[Path], teachers: list[str], views: int, clip_seconds: float) -> Path:
+    """A store of `clips` (each labelled Dog) dumped by tiny toy teachers in-process, k = 8, blocks of 2 clips."""
+    from kd.dump import DumpConfig, dump_teachers
+
+    manifest = root / "clips.csv"
+    manifest.write_text("path,labels\n" + "".join(f"{c},Dog\n" for c in clips))
+    path = root / "s.zarr"
+    dump_teachers(
+        DumpConfig(
+            manifest=str(manifest),
+            store=str(path),
+            teachers=teachers,
+            views=views,
+            k=8,
+            clip_seconds=clip_seconds,
+            block_size=2,
+            workers=0,
+            progress=False,
+        )
+    )
+    return path

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from kd.core.frontends import KaldiFbank
-from kd.dump import DumpConfig, dump_teachers
 from kd.stores import LogitStore
 from kd.stores.targets import EnsembleSpec
 from kd.students import create_student
@@ -19,6 +18,7 @@ from kd.students.checkpoint import read_checkpoint
 from kd.train import TrainConfig, train_student
 from kd.train.distill_data import DistillDataset
 from kd.train.feature_cache import cache_key, frontend_description
+from tests.helpers import dump_toy_store
 
 CLIPS = ["scaper_dogbark.wav", "librosa_robin.ogg", "us8k_eval_siren_1.wav", "esc50_1-100032-A-0.wav"]
 SPEC = EnsembleSpec((("toy/tiny16k", 1.0),))
@@ -26,24 +26,8 @@ SPEC = EnsembleSpec((("toy/tiny16k", 1.0),))
 
 @pytest.fixture(scope="module")
 def store(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cache")
-    manifest = root / "clips.csv"
-    manifest.write_text("path,labels\n" + "".join(f"{shared_data / 'clips' / c},Dog\n" for c in CLIPS))
-    path = root / "s.zarr"
-    dump_teachers(
-        DumpConfig(
-            manifest=str(manifest),
-            store=str(path),
-            teachers=["toy/tiny16k"],
-            views=3,
-            k=8,
-            clip_seconds=1.0,
-            block_size=2,
-            workers=0,
-            progress=False,
-        )
-    )
-    return path
+    clips = [shared_data / "clips" / c for c in CLIPS]
+    return dump_toy_store(tmp_path_factory.mktemp("cache"), clips, ["toy/tiny16k"], views=3, clip_seconds=1.0)
 
 
 def _dataset(store: Path, cache: Path | None, frontend: torch.nn.Module | None = None) -> DistillDataset:

@@ -25,7 +25,7 @@ from kd.students import create_student
 from kd.students.checkpoint import load_student, read_checkpoint
 from kd.train import TrainConfig, epoch_order, held_out, train_student
 from kd.train.distill_data import DistillDataset
-from tests.helpers import run_kd, start_kd
+from tests.helpers import dump_toy_store, run_kd, start_kd
 
 CLIPS = [
     "scaper_dogbark.wav",
@@ -39,24 +39,9 @@ CLIPS = [
 
 @pytest.fixture(scope="module")
 def store(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("train")
-    manifest = root / "clips.csv"
-    manifest.write_text("path,labels\n" + "".join(f"{shared_data / 'clips' / c},Dog\n" for c in CLIPS))
-    path = root / "s.zarr"
-    dump_teachers(
-        DumpConfig(
-            manifest=str(manifest),
-            store=str(path),
-            teachers=["toy/tiny16k", "toy/partial32k"],
-            views=2,
-            k=8,
-            clip_seconds=2.0,
-            block_size=2,
-            workers=0,
-            progress=False,
-        )
-    )
-    return path
+    clips = [shared_data / "clips" / c for c in CLIPS]
+    teachers = ["toy/tiny16k", "toy/partial32k"]
+    return dump_toy_store(tmp_path_factory.mktemp("train"), clips, teachers, views=2, clip_seconds=2.0)
 
 
 def _config(store: Path, out: Path, **kwargs) -> TrainConfig:
