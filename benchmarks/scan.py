@@ -78,8 +78,8 @@ def run(quick: bool = False) -> list[dict]:
     with torch.inference_mode():
         for label, dim, groups, time_major in cases:
             args = _inputs(dim, groups, time_major)
-            chunked = _best_time(selective_scan_chunked, args, 3 if quick else 10)
-            sequential = _best_time(selective_scan_reference, args, 1 if quick else 2)
+            chunked = _best_time(selective_scan_chunked, args, 3 if quick else 20)
+            sequential = _best_time(selective_scan_reference, args, 1 if quick else 5)
             truth = selective_scan_reference(*(t.double() if isinstance(t, torch.Tensor) else t for t in args))
             rows.append(
                 {

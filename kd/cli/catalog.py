@@ -40,7 +40,7 @@ def teachers_cmd(
 
 def students_cmd() -> None:
     """List registered students with parameter counts and the scan backends usable here."""
-    from kd.students import create_student, student_names
+    from kd.students import create_student, scan_kernel, student_names
     from kd.students.scan import scan_backends
 
     table = Table(title="students")
@@ -52,6 +52,7 @@ def students_cmd() -> None:
     show(table)
     for backend, reason in scan_backends().items():
         console.print(f"scan backend {backend}: " + ("[green]available[/]" if reason is None else f"[yellow]{reason}"))
+    console.print(f"chunked scan on CPU, outside autograd: {scan_kernel.describe()}")
 
 
 def env_cmd(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from kd.core.cache import cache_root
 from kd.core.download import download, sha256_of
 from kd.core.errors import WeightsError
 
@@ -22,7 +23,7 @@ class WeightSource:
 
 
 def weights_cache_dir() -> Path:
-    return Path(os.environ.get("KD_CACHE", Path.home() / ".cache" / "kd")) / "weights"
+    return cache_root() / "weights"
 
 
 def local_weights(source: WeightSource) -> Path | None:

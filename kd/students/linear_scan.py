@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from kd.students import scan_kernel
+
 CHUNK = 64
 """Time steps per chunk: each level of the chunked scan runs a loop of this many steps over all chunks at once."""
 
@@ -41,7 +43,12 @@ def linear_scan(log_a: torch.Tensor, x: torch.Tensor, levels: int | None = None)
     """
     length = x.shape[0]
     if levels is None and not (tracing() or torch.is_grad_enabled()):
-        # Nothing records the ops (as inside ChunkedScan's forward and backward): scan the chunked copies in place.
+        # Nothing records the ops (as inside ChunkedScan's forward and backward): scan a copy in place, with the
+        # compiled loop where it runs, else on chunked copies.
+        if scan_kernel.runs_on(x):
+            h = x.clone(memory_format=torch.contiguous_format)
+            scan_kernel.scan_(torch.exp(log_a).contiguous(), h)
+            return h
         h = to_chunks(x, STEP_CHUNK)
         scan_chunk_first_(to_chunks(torch.exp(log_a), STEP_CHUNK), h)
         return from_chunks(h)[:length]

@@ -27,12 +27,15 @@ Backends:
 from __future__ import annotations
 
 import itertools
+import math
+import threading
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from kd.core.errors import ConfigError
+from kd.students import scan_kernel
 from kd.students.linear_scan import STEP_CHUNK, scan_chunk_first_, tracing
 from kd.students.scan_grad import ChunkedScan, scan_graph
 
@@ -43,6 +46,10 @@ SEGMENT_MIN = 1 << 13
 """...but never fewer steps than this, so short inputs (10 s of DASS stage 1: 8000 steps) run in one piece."""
 # Small segments keep each segment's dozen passes over its data in cache: at 2^23 elements the cost per step of a
 # 240 s DASS-small stage-1 scan was 1.6x that of 10 s; at 2^18 it is flat (measured, one thread).
+
+SCRATCH_MAX = 1 << 22
+"""Scratch buffers kept between calls hold at most this many elements each (16 MiB in float32)."""
+_SCRATCH = threading.local()
 
 BACKENDS = ("reference", "chunked", "mamba_ssm")
 
@@ -169,26 +176,36 @@ def _inplace_segment(
 ) -> torch.Tensor:
     """Scans one stretch of time from `state` (None: zeros) into out [batch, L, dim]; returns the final state.
 
-    L is a multiple of the chunk (the caller cuts a ragged end into a segment of its own). The recurrence runs on
-    buffers laid out chunk-first, [chunk, n_chunks, batch, groups, dim / groups, N], so that each of its steps is
-    one op on contiguous memory; inputs and output stay time-major (DASS's layout). The ops needed anyway (bias,
-    products, read-out) read or write through chunk-ordered views, so the regrouping costs no pass of its own, and
-    every other op works in place.
+    The compiled loop (`kd.students.scan_kernel`) scans buffers in the model's own time-major layout, [batch, L,
+    groups, dim / groups, N], so every op around it is a plain contiguous pass. PyTorch ops instead need many time
+    steps per op: L is then a multiple of the chunk (the caller cuts a ragged end into a segment of its own) and the
+    buffers are laid out chunk-first, [chunk, n_chunks, batch, groups, dim / groups, N], so that each step is one op
+    on contiguous memory; inputs and output stay time-major, read and written through chunk-ordered views, so the
+    regrouping costs no pass of its own. Every op but the products and the read-out works in place.
     """
     compute = out.dtype
     batch, dim, length = u.shape
     groups, n = _groups(B, C, dim), A.shape[1]
-    chunk = min(STEP_CHUNK, length)
-    shape = (chunk, length // chunk, batch, groups, dim // groups)
-
-    def time_major(t: torch.Tensor) -> torch.Tensor:  # [batch, L, ...] -> [batch, n_chunks, chunk, ...]
-        return t.unflatten(1, (length // chunk, chunk)) if t.shape[1] == length else t[:, None]  # or time-invariant
-
-    def chunk_first(t: torch.Tensor) -> torch.Tensor:  # a buffer, seen as [batch, n_chunks, chunk, ...]
-        return t.movedim((0, 1), (2, 1))
-
     grouped = (batch, length, groups, dim // groups, 1)
-    rate = torch.empty((*shape, 1), dtype=compute, device=u.device)
+    compiled = scan_kernel.runs_on(out)
+    if compiled:
+        shape, first, last = grouped[:-1], (slice(None), 0), (slice(None), -1)
+
+        def time_major(t: torch.Tensor) -> torch.Tensor:
+            return t
+
+        chunk_first = time_major
+    else:
+        chunk = min(STEP_CHUNK, length)
+        shape, first, last = (chunk, length // chunk, batch, groups, dim // groups), (0, 0), (-1, -1)
+
+        def time_major(t: torch.Tensor) -> torch.Tensor:  # [batch, L, ...] -> [batch, n_chunks, chunk, ...]
+            return t.unflatten(1, (length // chunk, chunk)) if t.shape[1] == length else t[:, None]  # or constant
+
+        def chunk_first(t: torch.Tensor) -> torch.Tensor:  # a buffer, seen as [batch, n_chunks, chunk, ...]
+            return t.movedim((0, 1), (2, 1))
+
+    rate = _scratch("rate", (*shape, 1), out)
     dt = time_major(delta.transpose(1, 2).to(compute).view(grouped))
     if delta_bias is None:
         chunk_first(rate).copy_(dt)
@@ -196,7 +213,7 @@ def _inplace_segment(
         torch.add(dt, delta_bias.to(compute).view(groups, -1, 1), out=chunk_first(rate))
     if delta_softplus:
         _softplus_(rate)
-    decay = torch.empty((*shape, n), dtype=compute, device=u.device)
+    decay = _scratch("decay", (*shape, n), out)
     torch.mul(rate, A.to(compute).view(groups, dim // groups, n), out=decay).exp_()
     ut = u.transpose(1, 2).to(compute)
     chunk_first(rate).mul_(time_major(ut.view(grouped)))
@@ -205,12 +222,15 @@ def _inplace_segment(
         x = rate
         chunk_first(x).mul_(Bt)
     else:
-        x = torch.empty((*shape, n), dtype=compute, device=u.device)
+        x = _scratch("x", (*shape, n), out)
         torch.mul(chunk_first(rate), Bt, out=chunk_first(x))
     if state is not None:  # the carried state enters through the first step: h_0 = exp(delta_0 A) state + x_0
-        x[0, 0].addcmul_(decay[0, 0], state)
-    scan_chunk_first_(decay, x)
-    last = x[-1, -1].clone()
+        x[first].addcmul_(decay[first], state)
+    if compiled:
+        scan_kernel.scan_(decay, x, time_dim=1)
+    else:
+        scan_chunk_first_(decay, x)
+    final = x[last].clone()
     y = time_major(out.view(batch, length, groups, dim // groups))
     Ct = time_major(_time_major(C.to(compute), groups))
     if n == 1:
@@ -221,7 +241,26 @@ def _inplace_segment(
         out.addcmul_(ut, D.to(compute))
     if z is not None:
         out.mul_(F.silu(z.transpose(1, 2).to(compute)))
-    return last
+    return final
+
+
+def _scratch(name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised CPU buffer of `like`'s dtype, reused by the next segment and call in this thread.
+
+    Each segment needs a few buffers the size of its input. Allocated afresh, large ones come from the OS each
+    time, and on a VM the page faults of touching them cost as much as the scan itself (measured: 1540 faults and
+    4.4 ms per 1-route call instead of 300 and 2.3 ms, depending on where malloc put them). Up to `SCRATCH_MAX`
+    elements are kept per buffer and thread; larger ones (big batches) are allocated per call.
+    """
+    size = math.prod(shape)
+    if like.device.type != "cpu" or size > SCRATCH_MAX:
+        return like.new_empty(shape)
+    kept = getattr(_SCRATCH, name, None)
+    if kept is None or kept.numel() < size or kept.dtype != like.dtype:
+        with torch.inference_mode(False):  # a normal tensor: usable in place inside and outside inference mode
+            kept = like.new_empty(max(size, kept.numel() if kept is not None and kept.dtype == like.dtype else 0))
+        setattr(_SCRATCH, name, kept)
+    return kept[:size].view(shape)
 
 
 def _softplus_(t: torch.Tensor) -> None:

@@ -9,10 +9,10 @@ holds the URL and sha256), cached where `kd dump-teachers` looks for them, so no
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from kd.core.cache import cache_root
 from kd.core.download import download, sha256_of
 from kd.core.errors import KdError, WeightsError
 
@@ -157,7 +157,7 @@ DEMO_CLIPS = (
 
 def demo_dir() -> Path:
     """Where the demo clips and manifest live: `$KD_CACHE/demo` (default `~/.cache/kd/demo`)."""
-    return Path(os.environ.get("KD_CACHE", Path.home() / ".cache" / "kd")) / "demo"
+    return cache_root() / "demo"
 
 
 def fetch_demo(clips: tuple[DemoClip, ...] = DEMO_CLIPS, target: Path | None = None) -> Path:

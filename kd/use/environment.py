@@ -32,6 +32,7 @@ def describe_environment() -> dict[str, dict[str, str]]:
     from kd.core.labels import AUDIOSET_LABELS_ENV, packaged_audioset_csv
     from kd.core.version import __version__
     from kd.core.weights import weights_cache_dir
+    from kd.students import scan_kernel
     from kd.students.scan import scan_backends
 
     versions = {"python": platform.python_version(), "kd": __version__}
@@ -53,6 +54,7 @@ def describe_environment() -> dict[str, dict[str, str]]:
     mps = getattr(torch.backends, "mps", None)
     devices["mps"] = "available" if mps is not None and mps.is_available() else "not available"
     backends = {name: "available" if reason is None else reason for name, reason in scan_backends().items()}
+    backends["chunked on CPU, outside autograd"] = scan_kernel.describe()
     labels = os.environ.get(AUDIOSET_LABELS_ENV)
     paths = {
         "weights cache": str(weights_cache_dir()) + ("" if weights_cache_dir().is_dir() else " (not created yet)"),

@@ -7,7 +7,7 @@ import torch
 
 from kd.core.errors import ConfigError
 from kd.students import linear_scan as chunk_core
-from kd.students import scan
+from kd.students import scan, scan_kernel
 from kd.students.linear_scan import linear_scan
 from kd.students.scan import (
     scan_backends,
@@ -46,6 +46,17 @@ def _inputs(
     }
 
 
+@pytest.fixture(params=["compiled loop", "torch ops"])
+def loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test with each way the scan runs outside autograd: the compiled CPU loop, and the PyTorch ops that
+    serve where no C compiler is."""
+    if request.param == "torch ops":
+        monkeypatch.setattr(scan_kernel, "runs_on", lambda t: False)
+    elif scan_kernel.unavailable():
+        pytest.skip(scan_kernel.unavailable())
+    return request.param
+
+
 def _rel(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((actual.double() - expected.double()).abs().max() / expected.double().abs().max().clamp_min(1e-30)).item()
 
@@ -66,7 +77,7 @@ def test_chunked_matches_reference(length: int, bc: str) -> None:
 @pytest.mark.parametrize("length", [1, 63, 64, 65, 300, 4097, 20_001])
 @pytest.mark.parametrize("bc", ["grouped", "shared", "static"])
 @pytest.mark.parametrize("time_major", [True, False])
-def test_inference_matches_reference(length: int, bc: str, time_major: bool) -> None:
+def test_inference_matches_reference(length: int, bc: str, time_major: bool, loop: str) -> None:
     # Without autograd the scan runs in place on the time-major layout; 20 001 steps take four chunk levels.
     args = _inputs(length, bc=bc, batch=2 if length < 5000 else 1, dim=8 if length < 5000 else 4)
     if time_major:
@@ -88,7 +99,7 @@ def test_chunked_without_softplus_d_or_z() -> None:
 
 
 @pytest.mark.parametrize(("a_scale", "delta_scale"), [(1e4, 30.0), (1e-6, 1e-3), (1e3, 1.0)])
-def test_extreme_decays_stay_finite_and_exact(a_scale: float, delta_scale: float) -> None:
+def test_extreme_decays_stay_finite_and_exact(a_scale: float, delta_scale: float, loop: str) -> None:
     args = _inputs(3000, dtype=torch.float32, a_scale=a_scale, delta_scale=delta_scale)
     got = selective_scan_chunked(**args, delta_softplus=True)
     assert torch.isfinite(got).all()
@@ -100,7 +111,7 @@ def test_extreme_decays_stay_finite_and_exact(a_scale: float, delta_scale: float
     assert _rel(got, truth) <= 1.5 * _rel(reference32, truth) + 1e-6
 
 
-def test_long_sequence_with_no_decay_is_finite() -> None:
+def test_long_sequence_with_no_decay_is_finite(loop: str) -> None:
     # A = 0 for some channels: the state is a plain running sum over 20 000 steps, nothing may overflow.
     args = _inputs(20_000, dtype=torch.float32, batch=1, dim=4, n=1, bc="shared")
     args["A"][:2] = 0.0
@@ -111,7 +122,7 @@ def test_long_sequence_with_no_decay_is_finite() -> None:
     assert _rel(got, truth) <= 1.5 * _rel(selective_scan_reference(**args, delta_softplus=True), truth) + 1e-6
 
 
-def test_backward_matches_reference() -> None:
+def test_backward_matches_reference(loop: str) -> None:
     args = {k: v.float().requires_grad_() for k, v in _inputs(150).items()}
     grads = []
     for fn in (selective_scan_reference, selective_scan_chunked):
@@ -132,7 +143,7 @@ def test_gradcheck_chunked(monkeypatch: pytest.MonkeyPatch) -> None:
     assert torch.autograd.gradcheck(fn, tuple(args.values()))
 
 
-def test_segmented_inference_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_segmented_inference_equals_one_pass(monkeypatch: pytest.MonkeyPatch, loop: str) -> None:
     args = _inputs(1000, batch=1, dim=4)
     expected = selective_scan_reference(**args, delta_softplus=True)
     monkeypatch.setattr(scan, "SEGMENT_MIN", 130)
@@ -140,6 +151,16 @@ def test_segmented_inference_equals_one_pass(monkeypatch: pytest.MonkeyPatch) ->
     with torch.no_grad():
         got = selective_scan_chunked(**args, delta_softplus=True)
     assert _rel(got, expected) < 1e-10
+
+
+def test_reused_buffers_serve_inference_mode_and_no_grad_alike(loop: str) -> None:
+    # Scratch buffers outlive a call: one made under inference_mode must still take in-place ops under no_grad.
+    args = {k: v.float() for k, v in _inputs(300, batch=1, dim=4).items()}
+    results = []
+    for mode in (torch.inference_mode, torch.no_grad, torch.inference_mode):
+        with mode():
+            results.append(selective_scan_chunked(**args, delta_softplus=True))
+    assert torch.equal(results[0], results[1]) and torch.equal(results[1], results[2])
 
 
 def test_linear_scan_matches_loop() -> None:
@@ -151,6 +172,20 @@ def test_linear_scan_matches_loop() -> None:
         h = log_a[t].exp() * h + x[t]
         expected.append(h)
     assert _rel(linear_scan(log_a, x), torch.stack(expected)) < 1e-12
+
+
+def test_linear_scan_outside_autograd_matches_loop(loop: str) -> None:
+    # As inside ChunkedScan's forward and backward: [L, batch, dim, N] views that are not contiguous.
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 4, 700, 2, dtype=torch.float64, generator=g).permute(2, 0, 1, 3)
+    log_a = -torch.rand(700, 3, 4, 2, dtype=torch.float64, generator=g)
+    h, expected = torch.zeros(3, 4, 2, dtype=torch.float64), []
+    for t in range(700):
+        h = log_a[t].exp() * h + x[t]
+        expected.append(h)
+    with torch.no_grad():
+        got = linear_scan(log_a, x)
+    assert got.shape == x.shape and _rel(got, torch.stack(expected)) < 1e-12
 
 
 def test_backends_and_dispatch() -> None:
