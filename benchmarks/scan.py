@@ -3,8 +3,10 @@ at 4 routes), and what the chunked scan changes in a student's outputs.
 
 Shapes are DASS's: d_state 1 and, for stage 1 of DASS-small on 10 s of audio, 96 inner channels per scan route
 (4 routes when scanned together). The model hands the scan time-major tensors ([batch, dim, L] with dim contiguous);
-the last row shows time-contiguous inputs, which the scan regroups first. Both backends run in float32; each
-column of differences is against the same recurrence in float64, so the sequential column is float32's own error.
+the last row shows time-contiguous inputs, which the scan regroups first. `chunked` is the default CPU path (the
+compiled loop of `kd.students.scan_kernel`, where a C compiler is); `torch_ops` is the same backend with PyTorch ops
+only, as where none is. Both backends run in float32; each column of differences is against the same recurrence
+in float64, so the sequential column is float32's own error.
 On a shared 2-core machine run it with OMP_NUM_THREADS=1: two OpenMP threads competing with other processes make
 every small op wait for a descheduled thread (measured: 10x to 40x slower), which says nothing about the scan.
 """
@@ -16,7 +18,7 @@ import time
 import torch
 
 from benchmarks.common import markdown
-from kd.students import create_student
+from kd.students import create_student, scan_kernel
 from kd.students.scan import selective_scan_chunked, selective_scan_reference
 
 LENGTH = 8192
@@ -79,6 +81,8 @@ def run(quick: bool = False) -> list[dict]:
         for label, dim, groups, time_major in cases:
             args = _inputs(dim, groups, time_major)
             chunked = _best_time(selective_scan_chunked, args, 3 if quick else 20)
+            with scan_kernel.turned_off():
+                ops = _best_time(selective_scan_chunked, args, 3 if quick else 20)
             sequential = _best_time(selective_scan_reference, args, 1 if quick else 5)
             truth = selective_scan_reference(*(t.double() if isinstance(t, torch.Tensor) else t for t in args))
             rows.append(
@@ -87,6 +91,8 @@ def run(quick: bool = False) -> list[dict]:
                     "sequential_ms": round(sequential * 1e3, 1),
                     "chunked_ms": round(chunked * 1e3, 2),
                     "speedup": round(sequential / chunked, 1),
+                    "torch_ops_ms": round(ops * 1e3, 2),
+                    "torch_ops_speedup": round(sequential / ops, 1),
                     "chunked_vs_float64": _diff(selective_scan_chunked(*args), truth),
                     "sequential_vs_float64": _diff(selective_scan_reference(*args), truth),
                     "chunked_vs_sequential": _diff(selective_scan_chunked(*args), selective_scan_reference(*args)),
@@ -97,5 +103,5 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {scan_kernel.describe()}")
     print(markdown(run()))

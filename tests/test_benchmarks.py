@@ -82,3 +82,13 @@ def test_student_step_splits_a_real_step_and_restores_the_scan():
     assert row["patch"] == 16 and row["stage1_positions"] == 8 * 31 and row["samples_per_s"] > 0
     assert 0 < row["scan_fwd_share"] < 1 and 0 < row["scan_bwd_share"] < 1
     assert row["scan_fwd_share"] + row["scan_bwd_share"] < 1
+
+
+def test_scan_benchmark_times_both_cpu_paths_and_checks_them():
+    from benchmarks import scan as bench
+
+    rows = bench.run(quick=True)
+    for row in rows[:-1]:
+        assert row["chunked_ms"] > 0 and row["torch_ops_ms"] > 0 and row["sequential_ms"] > 0
+        assert float(row["chunked_vs_sequential"]) < 1e-4
+    assert float(rows[-1]["max_abs_diff_vs_sequential"]) < 1e-4

@@ -22,7 +22,9 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -65,8 +67,18 @@ def describe() -> str:
 
 
 def runs_on(t: torch.Tensor) -> bool:
-    """Whether `scan_` can scan tensors like t: the loop is built, t is a float32 or float64 CPU tensor."""
-    return t.device.type == "cpu" and t.dtype in _NAMES and not isinstance(_library(), str)
+    """Whether `scan_` can scan tensors like t: the loop is built and on, t is a float32 or float64 CPU tensor."""
+    return _ON[0] and t.device.type == "cpu" and t.dtype in _NAMES and not isinstance(_library(), str)
+
+
+@contextmanager
+def turned_off() -> Iterator[None]:
+    """Scans with PyTorch ops while active, as where no compiler is (benchmarks and tests compare the two)."""
+    _ON[0] = False
+    try:
+        yield
+    finally:
+        _ON[0] = True
 
 
 def scan_(decay: torch.Tensor, x: torch.Tensor, time_dim: int = 0) -> None:
@@ -90,6 +102,7 @@ def scan_(decay: torch.Tensor, x: torch.Tensor, time_dim: int = 0) -> None:
 
 
 _NAMES = {torch.float32: "kd_scan_f32", torch.float64: "kd_scan_f64"}
+_ON = [True]
 
 
 @functools.cache

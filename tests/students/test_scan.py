@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -47,14 +50,13 @@ def _inputs(
 
 
 @pytest.fixture(params=["compiled loop", "torch ops"])
-def loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def loop(request: pytest.FixtureRequest) -> Iterator[str]:
     """Runs a test with each way the scan runs outside autograd: the compiled CPU loop, and the PyTorch ops that
     serve where no C compiler is."""
-    if request.param == "torch ops":
-        monkeypatch.setattr(scan_kernel, "runs_on", lambda t: False)
-    elif scan_kernel.unavailable():
+    if request.param == "compiled loop" and scan_kernel.unavailable():
         pytest.skip(scan_kernel.unavailable())
-    return request.param
+    with scan_kernel.turned_off() if request.param == "torch ops" else contextlib.nullcontext():
+        yield request.param
 
 
 def _rel(actual: torch.Tensor, expected: torch.Tensor) -> float:
