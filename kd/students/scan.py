@@ -265,10 +265,11 @@ def _scratch(name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Ten
 
 def _softplus_(t: torch.Tensor) -> None:
     """softplus in place. Where t <= 20 everywhere (softplus's own threshold, past which it is the identity; the
-    usual case) as log(1 + exp(t)) in three vectorised passes, 2/3 of the time of torch's softplus on one CPU
-    thread, to within half an ulp of 1 in absolute error; otherwise as torch computes it."""
+    usual case) as log1p(exp(t)), torch's own formula below the threshold, in two vectorised passes: 0.85 ms
+    against softplus's 0.82 ms plus a copy for 786k float32 on one thread (log1p 0.37 ms where log(1 + e) took
+    0.66); otherwise as torch computes it."""
     if t.max() <= 20:  # also false for NaN
-        t.exp_().add_(1).log_()
+        t.exp_().log1p_()
     else:
         torch.ops.aten.softplus.out(t, 1, 20, out=t)
 
