@@ -35,12 +35,13 @@ ENV = "KD_SCAN_KERNEL"
 
 SOURCE = r"""
 #define SCAN(NAME, T)                                                                                  \
-    void NAME(T *x, const T *a, long outer, long length, long width, long lo, long hi) {              \
-        for (long o = 0; o < outer; o++)                                                               \
-            for (long t = 1; t < length; t++) {                                                        \
+    void NAME(T *x, const T *a, long long outer, long long length, long long width, long long lo,      \
+              long long hi) {                                                                          \
+        for (long long o = 0; o < outer; o++)                                                          \
+            for (long long t = 1; t < length; t++) {                                                     \
                 T *h = x + (o * length + t) * width;                                                   \
                 const T *prev = h - width, *decay = a + (o * length + t) * width;                      \
-                for (long i = lo; i < hi; i++) h[i] += decay[i] * prev[i];                             \
+                for (long long i = lo; i < hi; i++) h[i] += decay[i] * prev[i];                        \
             }                                                                                          \
     }
 SCAN(kd_scan_f32, float)
@@ -50,8 +51,8 @@ SCAN(kd_scan_f64, double)
 FLAGS = ("-O3", "-ffp-contract=off", "-shared", "-fPIC")
 
 MIN_SPLIT = 1 << 16
-"""Rows of at least this many elements per thread are split across torch's intra-op threads (columns are
-independent); below it one thread is faster than handing work out."""
+"""A scan is split by columns (which are independent) over torch's intra-op threads only where each thread gets at
+least this many elements; below that, handing the work out costs more than it saves."""
 
 
 def unavailable() -> str | None:
@@ -98,7 +99,7 @@ def scan_(decay: torch.Tensor, x: torch.Tensor, time_dim: int = 0) -> None:
     # ctypes releases the GIL, so threads scan disjoint column ranges in parallel; 16-element edges keep each
     # range's rows aligned for the vector loop.
     edges = [min(width, -(-width * i // parts) // 16 * 16) for i in range(parts)] + [width]
-    list(_pool(parts).map(lambda span: run(*pointers, *span), zip(edges, edges[1:], strict=False)))
+    list(_pool(parts, os.getpid()).map(lambda span: run(*pointers, *span), zip(edges, edges[1:], strict=False)))
 
 
 _NAMES = {torch.float32: "kd_scan_f32", torch.float64: "kd_scan_f64"}
@@ -106,7 +107,8 @@ _ON = [True]
 
 
 @functools.cache
-def _pool(threads: int) -> ThreadPoolExecutor:
+def _pool(threads: int, pid: int) -> ThreadPoolExecutor:
+    """Keyed by process too: a forked child inherits the parent's pool object but none of its threads."""
     return ThreadPoolExecutor(threads, thread_name_prefix="kd-scan")
 
 
@@ -130,7 +132,7 @@ def _library() -> ctypes.CDLL | str:
     except OSError as exc:
         return f"loading the CPU scan {path} failed: {exc}"
     for name in _NAMES.values():
-        getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_long] * 5
+        getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_longlong] * 5
         getattr(lib, name).restype = None
     return lib
 

@@ -104,3 +104,31 @@ def test_says_why_and_torch_ops_serve(
     with torch.no_grad():
         got = selective_scan_chunked(*args, B, B, delta_softplus=True)
     assert torch.allclose(got, selective_scan_reference(*args, B, B, delta_softplus=True), rtol=0, atol=1e-10)
+
+
+def _threaded_scan_in_child() -> None:
+    torch.set_num_threads(2)
+    x = torch.randn(200, 40)
+    scan_kernel.scan_(torch.rand(200, 40), x)
+    assert torch.isfinite(x).all()
+
+
+def test_a_forked_child_scans_with_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The parent's thread pool is copied into a fork without its threads: the child must not wait on it.
+    import multiprocessing
+
+    if scan_kernel.unavailable():
+        pytest.skip(scan_kernel.unavailable())
+    monkeypatch.setattr(scan_kernel, "MIN_SPLIT", 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        scan_kernel.scan_(torch.rand(200, 40), torch.randn(200, 40))  # the parent's pool now exists
+        child = multiprocessing.get_context("fork").Process(target=_threaded_scan_in_child)
+        child.start()
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
+        assert child.exitcode == 0
+    finally:
+        torch.set_num_threads(threads)
