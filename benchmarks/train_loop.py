@@ -122,7 +122,8 @@ def profile(store: str, out: Path, cache: str, batches: int) -> list[dict]:
     from kd.core.audio import resample
     from kd.core.augment import apply_freq_masks, apply_view, draw_view
     from kd.core.views import load_crop
-    from kd.train import MetricsLog, _collate, save_run, setup_run, train_step
+    from kd.train import MetricsLog, save_run, setup_run, train_step
+    from kd.train.run import _collate
 
     run = setup_run(config(store, out, 1000, cache, workers=0))
     data, policy = run.train_data, run.train_data.policy

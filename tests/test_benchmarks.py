@@ -92,3 +92,24 @@ def test_scan_benchmark_times_both_cpu_paths_and_checks_them():
         assert row["chunked_ms"] > 0 and row["torch_ops_ms"] > 0 and row["sequential_ms"] > 0
         assert float(row["chunked_vs_sequential"]) < 1e-4
     assert float(rows[-1]["max_abs_diff_vs_sequential"]) < 1e-4
+
+
+def test_train_loop_benchmark_profiles_the_real_loop(shared_data, tmp_path):
+    """The loop benchmark's pieces on a tiny store: its stage profile times the dataset's own path (it asserts the
+    features equal) and both rates run; a rename in kd.train breaks this, not a two-minute benchmark run."""
+    from benchmarks import train_loop
+    from tests.helpers import dump_toy_store
+
+    names = ("scaper_dogbark.wav", "librosa_robin.ogg", "us8k_eval_siren_1.wav", "esc50_1-100032-A-0.wav")
+    clips = [shared_data / "clips" / name for name in names]  # x 4 views: one batch of 16
+    store = str(dump_toy_store(tmp_path, clips, ["toy/tiny16k"], views=4, clip_seconds=1.0))
+    threads = torch.get_num_threads()
+    try:
+        rows = train_loop.profile(store, tmp_path / "profile", str(tmp_path / "cache"), batches=1)
+        assert train_loop.bare_rate(store, tmp_path / "bare", 2) > 0
+        assert train_loop.loop_rate(store, tmp_path / "loop", 1, None, 0) > 0
+    finally:
+        torch.set_num_threads(threads)
+    stages = {row["stage"] for row in rows}
+    assert {"front end", "cache read", "step (forward, backward, AdamW)", "EMA"} <= stages
+    assert sum(row["cold_share"] for row in rows) == pytest.approx(1.0, abs=0.01)
