@@ -177,11 +177,13 @@ def _inplace_segment(
     """Scans one stretch of time from `state` (None: zeros) into out [batch, L, dim]; returns the final state.
 
     The compiled loop (`kd.students.scan_kernel`) scans buffers in the model's own time-major layout, [batch, L,
-    groups, dim / groups, N], so every op around it is a plain contiguous pass. PyTorch ops instead need many time
-    steps per op: L is then a multiple of the chunk (the caller cuts a ragged end into a segment of its own) and the
-    buffers are laid out chunk-first, [chunk, n_chunks, batch, groups, dim / groups, N], so that each step is one op
-    on contiguous memory; inputs and output stay time-major, read and written through chunk-ordered views, so the
-    regrouping costs no pass of its own. Every op but the products and the read-out works in place.
+    groups, dim / groups, N], so every op around it is a plain contiguous pass; two of them are C passes too, the
+    bias (checking softplus's threshold on the way) and, where B and C are shared by a group's channels and N is 1,
+    the read-out with the D term (`scan_kernel.add_bias`, `scan_kernel.read_out`). PyTorch ops instead need many
+    time steps per op: L is then a multiple of the chunk (the caller cuts a ragged end into a segment of its own)
+    and the buffers are laid out chunk-first, [chunk, n_chunks, batch, groups, dim / groups, N], so that each step
+    is one op on contiguous memory; inputs and output stay time-major, read and written through chunk-ordered
+    views, so the regrouping costs no pass of its own. Every op but the products and the read-out works in place.
     """
     compute = out.dtype
     batch, dim, length = u.shape
@@ -206,13 +208,16 @@ def _inplace_segment(
             return t.movedim((0, 1), (2, 1))
 
     rate = _scratch("rate", (*shape, 1), out)
-    dt = time_major(delta.transpose(1, 2).to(compute).view(grouped))
-    if delta_bias is None:
-        chunk_first(rate).copy_(dt)
+    bias = None if delta_bias is None else delta_bias.to(compute).contiguous()
+    dt, small = delta.transpose(1, 2).to(compute), None  # small: every biased delta is at most 20, where known
+    if compiled:
+        small = scan_kernel.add_bias(dt, bias, rate.view(batch, length, dim))
+    elif bias is None:
+        chunk_first(rate).copy_(time_major(dt.view(grouped)))
     else:
-        torch.add(dt, delta_bias.to(compute).view(groups, -1, 1), out=chunk_first(rate))
+        torch.add(time_major(dt.view(grouped)), bias.view(groups, -1, 1), out=chunk_first(rate))
     if delta_softplus:
-        _softplus_(rate)
+        _softplus_(rate, small)
     decay = _scratch("decay", (*shape, n), out)
     torch.mul(rate, A.to(compute).view(groups, dim // groups, n), out=decay).exp_()
     ut = u.transpose(1, 2).to(compute)
@@ -231,14 +236,18 @@ def _inplace_segment(
     else:
         scan_chunk_first_(decay, x)
     final = x[last].clone()
-    y = time_major(out.view(batch, length, groups, dim // groups))
     Ct = time_major(_time_major(C.to(compute), groups))
-    if n == 1:
-        torch.mul(chunk_first(x)[..., 0], Ct[..., 0], out=y)
+    if compiled and n == 1 and C.dim() > 2:  # C shared by the channels of a group: one fused pass
+        skip = None if D is None else D.to(compute).contiguous()
+        scan_kernel.read_out(x.view(batch, length, groups, dim // groups), Ct[..., 0, 0], skip, ut, out)
     else:
-        torch.sum(chunk_first(x) * Ct, -1, out=y)
-    if D is not None:
-        out.addcmul_(ut, D.to(compute))
+        y = time_major(out.view(batch, length, groups, dim // groups))
+        if n == 1:
+            torch.mul(chunk_first(x)[..., 0], Ct[..., 0], out=y)
+        else:
+            torch.sum(chunk_first(x) * Ct, -1, out=y)
+        if D is not None:
+            out.addcmul_(ut, D.to(compute))
     if z is not None:
         out.mul_(F.silu(z.transpose(1, 2).to(compute)))
     return final
@@ -263,12 +272,13 @@ def _scratch(name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Ten
     return kept[:size].view(shape)
 
 
-def _softplus_(t: torch.Tensor) -> None:
+def _softplus_(t: torch.Tensor, small: bool | None = None) -> None:
     """softplus in place. Where t <= 20 everywhere (softplus's own threshold, past which it is the identity; the
     usual case) as log1p(exp(t)), torch's own formula below the threshold, in two vectorised passes: 0.85 ms
     against softplus's 0.82 ms plus a copy for 786k float32 on one thread (log1p 0.37 ms where log(1 + e) took
-    0.66); otherwise as torch computes it."""
-    if t.max() <= 20:  # also false for NaN
+    0.66); otherwise as torch computes it. `small`: whether t <= 20 is already known (the compiled bias pass
+    checks it on the way)."""
+    if small if small is not None else bool(t.max() <= 20):  # also false for NaN
         t.exp_().log1p_()
     else:
         torch.ops.aten.softplus.out(t, 1, 20, out=t)

@@ -44,8 +44,45 @@ SOURCE = r"""
                 for (long long i = lo; i < hi; i++) h[i] += decay[i] * prev[i];                        \
             }                                                                                          \
     }
+/* rate[b, t, :] = dt[b, t, :] + bias (bias may be NULL); returns 1 where any result is above 20 or NaN. */
+#define BIAS(NAME, T)                                                                                  \
+    int NAME(const T *dt, long long sb, long long st, const T *bias, T *rate, long long batch,         \
+             long long length, long long dim) {                                                        \
+        int over = 0;                                                                                  \
+        for (long long b = 0; b < batch; b++)                                                          \
+            for (long long t = 0; t < length; t++) {                                                   \
+                const T *in = dt + b * sb + t * st;                                                    \
+                T *r = rate + (b * length + t) * dim;                                                  \
+                for (long long i = 0; i < dim; i++) {                                                  \
+                    r[i] = bias ? in[i] + bias[i] : in[i];                                             \
+                    over |= !(r[i] <= 20);                                                             \
+                }                                                                                      \
+            }                                                                                          \
+        return over;                                                                                   \
+    }
+/* y[b, t, g * per + j] = h[b, t, g * per + j] * c[b, t, g] (+ d[ch] * u[b, t, ch] where d is not NULL). */
+#define READ(NAME, T)                                                                                  \
+    void NAME(const T *h, const T *c, long long cb, long long ct, long long cg, const T *d, const T *u,  \
+              long long ub, long long ut, T *y, long long yb, long long yt, long long batch,           \
+              long long length, long long groups, long long per) {                                     \
+        long long dim = groups * per;                                                                  \
+        for (long long b = 0; b < batch; b++)                                                          \
+            for (long long t = 0; t < length; t++) {                                                   \
+                const T *hr = h + (b * length + t) * dim, *ur = u + b * ub + t * ut;                   \
+                T *yr = y + b * yb + t * yt;                                                           \
+                for (long long g = 0; g < groups; g++) {                                               \
+                    T cv = c[b * cb + t * ct + g * cg];                                                \
+                    for (long long j = g * per; j < (g + 1) * per; j++)                                \
+                        yr[j] = d ? hr[j] * cv + d[j] * ur[j] : hr[j] * cv;                            \
+                }                                                                                      \
+            }                                                                                          \
+    }
 SCAN(kd_scan_f32, float)
 SCAN(kd_scan_f64, double)
+BIAS(kd_bias_f32, float)
+BIAS(kd_bias_f64, double)
+READ(kd_read_f32, float)
+READ(kd_read_f64, double)
 """
 
 FLAGS = ("-O3", "-ffp-contract=off", "-shared", "-fPIC")
@@ -90,7 +127,7 @@ def scan_(decay: torch.Tensor, x: torch.Tensor, time_dim: int = 0) -> None:
     if not (x.is_contiguous() and decay.is_contiguous()):
         raise ValueError("scan_: needs contiguous tensors")
     outer, length, width = x.shape[:time_dim].numel(), x.shape[time_dim], x.shape[time_dim + 1 :].numel()
-    run = getattr(_library(), _NAMES[x.dtype])
+    run = getattr(_library(), f"kd_scan_{_NAMES[x.dtype]}")
     pointers = ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(decay.data_ptr()), outer, length, width
     parts = min(torch.get_num_threads(), x.numel() // MIN_SPLIT)
     if parts <= 1:
@@ -102,7 +139,46 @@ def scan_(decay: torch.Tensor, x: torch.Tensor, time_dim: int = 0) -> None:
     list(_pool(parts, os.getpid()).map(lambda span: run(*pointers, *span), zip(edges, edges[1:], strict=False)))
 
 
-_NAMES = {torch.float32: "kd_scan_f32", torch.float64: "kd_scan_f64"}
+def add_bias(dt: torch.Tensor, bias: torch.Tensor | None, rate: torch.Tensor) -> bool:
+    """rate = dt + bias over [batch, L, dim] in one pass (dt with unit channel stride, rate contiguous, bias [dim]
+    or None); returns whether every value is at most 20, softplus's threshold (False for a NaN). `runs_on(rate)`
+    must hold."""
+    _check(rate, dt, *(() if bias is None else (bias,)))
+    if dt.stride(2) != 1 or not rate.is_contiguous() or (bias is not None and not bias.is_contiguous()):
+        raise ValueError("add_bias: needs unit channel strides and a contiguous rate")
+    batch, length, dim = dt.shape
+    if rate.shape != dt.shape or (bias is not None and bias.shape != (dim,)):
+        raise ValueError(f"add_bias: shapes {tuple(dt.shape)}, {tuple(rate.shape)} and bias [{dim}] needed")
+    run = getattr(_library(), f"kd_bias_{_NAMES[rate.dtype]}")
+    bias_pointer = None if bias is None else bias.data_ptr()
+    over = run(dt.data_ptr(), dt.stride(0), dt.stride(1), bias_pointer, rate.data_ptr(), batch, length, dim)
+    return not over
+
+
+def read_out(h: torch.Tensor, c: torch.Tensor, d: torch.Tensor | None, u: torch.Tensor, y: torch.Tensor) -> None:
+    """y = h * c + d * u (d None: no skip term) for a state of size 1, in one pass: h contiguous [batch, L, groups,
+    dim / groups]; c [batch, L, groups], broadcast views allowed; u and y [batch, L, dim] with unit channel stride;
+    d [dim]. `runs_on(y)` must hold."""
+    batch, length, groups, per = h.shape
+    _check(y, h, c, u, *(() if d is None else (d,)))
+    if not h.is_contiguous() or u.stride(2) != 1 or y.stride(2) != 1 or (d is not None and not d.is_contiguous()):
+        raise ValueError("read_out: needs a contiguous h and unit channel strides")
+    if u.shape != (batch, length, groups * per) or y.shape != u.shape or (d is not None and d.shape != (u.shape[2],)):
+        raise ValueError(f"read_out: shapes of u, y and d do not match h {tuple(h.shape)}")
+    c = c.expand(batch, length, groups)
+    run = getattr(_library(), f"kd_read_{_NAMES[y.dtype]}")
+    run(
+        h.data_ptr(), c.data_ptr(), *c.stride(), None if d is None else d.data_ptr(), u.data_ptr(), u.stride(0),
+        u.stride(1), y.data_ptr(), y.stride(0), y.stride(1), batch, length, groups, per,
+    )  # fmt: skip
+
+
+def _check(target: torch.Tensor, *others: torch.Tensor) -> None:
+    if not runs_on(target) or any(t.dtype != target.dtype or t.device != target.device for t in others):
+        raise ValueError("the compiled CPU loop needs float CPU tensors of one dtype and a built loop")
+
+
+_NAMES = {torch.float32: "f32", torch.float64: "f64"}
 _ON = [True]
 
 
@@ -131,9 +207,16 @@ def _library() -> ctypes.CDLL | str:
         lib = ctypes.CDLL(str(path))
     except OSError as exc:
         return f"loading the CPU scan {path} failed: {exc}"
-    for name in _NAMES.values():
-        getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_longlong] * 5
-        getattr(lib, name).restype = None
+    pointer, size = ctypes.c_void_p, ctypes.c_longlong
+    signatures = {
+        "scan": ([pointer, pointer] + [size] * 5, None),
+        "bias": ([pointer, size, size, pointer, pointer, size, size, size], ctypes.c_int),
+        "read": ([pointer, pointer, size, size, size, pointer, pointer, size, size, pointer] + [size] * 6, None),
+    }
+    for kind, (argtypes, restype) in signatures.items():
+        for suffix in ("f32", "f64"):
+            function = getattr(lib, f"kd_{kind}_{suffix}")
+            function.argtypes, function.restype = argtypes, restype
     return lib
 
 

@@ -132,3 +132,39 @@ def test_a_forked_child_scans_with_threads(monkeypatch: pytest.MonkeyPatch) -> N
         assert child.exitcode == 0
     finally:
         torch.set_num_threads(threads)
+
+
+def test_bias_pass_adds_and_checks_the_softplus_threshold() -> None:
+    if scan_kernel.unavailable():
+        pytest.skip(scan_kernel.unavailable())
+    g = torch.Generator().manual_seed(3)
+    dt = torch.randn(2, 60, 9, generator=g)[:, 5:55]  # a segment's stretch of time: unit channel stride
+    bias = torch.randn(9, generator=g)
+    rate = torch.empty(2, 50, 9)
+    assert scan_kernel.add_bias(dt, bias, rate) and torch.equal(rate, dt + bias)
+    assert scan_kernel.add_bias(dt, None, rate) and torch.equal(rate, dt)
+    for bad in (25.0, float("nan")):
+        spiked = dt.clone()
+        spiked[1, 7, 3] = bad
+        assert not scan_kernel.add_bias(spiked, None, rate)
+    with pytest.raises(ValueError, match="shape"):
+        scan_kernel.add_bias(dt, torch.randn(8), rate)  # would read past the bias
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_read_out_pass_equals_the_products(skip: bool) -> None:
+    if scan_kernel.unavailable():
+        pytest.skip(scan_kernel.unavailable())
+    g = torch.Generator().manual_seed(4)
+    h = torch.randn(2, 30, 4, 3, generator=g)
+    c = torch.randn(2, 1, 30, generator=g).permute(0, 2, 1)  # [2, 30, 1]: one C for every group (a broadcast)
+    u = torch.randn(2, 35, 12, generator=g)[:, 5:]  # [2, 30, 12]: a segment's stretch of time
+    d = torch.randn(12, generator=g) if skip else None
+    y = torch.full((2, 40, 12), float("nan"))[:, 5:35]  # a slice of a longer output, as a segment writes it
+    scan_kernel.read_out(h, c, d, u, y)
+    expected = (h * c[..., None]).reshape(2, 30, 12)
+    if skip:
+        expected = expected + d * u
+    assert torch.equal(y, expected)
+    with pytest.raises(ValueError, match="shape"):
+        scan_kernel.read_out(h, c, d, u[:, :20], y)  # would read past u
