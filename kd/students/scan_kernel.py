@@ -5,7 +5,9 @@ in `kd.students.linear_scan` keeps the op count fixed but reads its inputs twice
 chunk. A plain loop over time, vectorised over the contiguous row of each step, reads each input once. It is built
 on first use with the system C compiler (`$CC`, else `cc`; about 0.2 s), kept in `$KD_CACHE/kernels` under a hash
 of its source and flags, and called through ctypes, so kd ships no binary and needs no build step. Without a
-compiler (or with `KD_SCAN_KERNEL=0`) `unavailable()` says why and kd scans with PyTorch ops.
+compiler (or with `KD_SCAN_KERNEL=0`) `unavailable()` says why and kd scans with PyTorch ops. Beside the loop, two
+passes of the inference scan are C too, since each saves a full pass over the states: the bias (`add_bias`, which
+checks softplus's threshold on the way) and the read-out with the skip term (`read_out`).
 
 Results are those of the step-by-step recurrence in the input's precision: `-ffp-contract=off` keeps every
 a * h + x a rounded multiply then a rounded add (no fused multiply-add), as `x + a * h` computes it in PyTorch and
@@ -122,10 +124,9 @@ def turned_off() -> Iterator[None]:
 def scan_(decay: torch.Tensor, x: torch.Tensor, time_dim: int = 0) -> None:
     """h_t = decay_t * h_{t-1} + x_t along `time_dim` of contiguous tensors of one shape, in place: x becomes h.
     `runs_on(x)` must hold."""
-    if not (runs_on(x) and decay.dtype == x.dtype and decay.shape == x.shape and x.dim() > time_dim):
-        raise ValueError(f"scan_: needs two {tuple(x.shape)} float CPU tensors of one dtype and a built loop")
-    if not (x.is_contiguous() and decay.is_contiguous()):
-        raise ValueError("scan_: needs contiguous tensors")
+    _check(x, decay)
+    if decay.shape != x.shape or x.dim() <= time_dim or not (x.is_contiguous() and decay.is_contiguous()):
+        raise ValueError(f"scan_: needs two contiguous tensors of one shape with a dim {time_dim}")
     outer, length, width = x.shape[:time_dim].numel(), x.shape[time_dim], x.shape[time_dim + 1 :].numel()
     run = getattr(_library(), f"kd_scan_{_NAMES[x.dtype]}")
     pointers = ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(decay.data_ptr()), outer, length, width

@@ -76,6 +76,8 @@ def test_refuses_what_it_cannot_scan() -> None:
     assert not scan_kernel.runs_on(x.half())
     with pytest.raises(ValueError, match="contiguous"):
         scan_kernel.scan_(torch.rand(4, 10).t(), x)
+    with pytest.raises(ValueError, match="one shape"):
+        scan_kernel.scan_(torch.rand(10, 3), x)
     with pytest.raises(ValueError, match="one dtype"):
         scan_kernel.scan_(torch.rand(10, 4, dtype=torch.float64), x)
 
