@@ -190,7 +190,9 @@ def write_pool_manifest(out: Path, train: Path, pool: Path, clips: int) -> Path:
     return path
 
 
-def dump(train: Path, store: Path, views: int, teachers: list[str], k: int, skip_bad: bool = False) -> float:
+def dump(
+    train: Path, store: Path, views: int, teachers: list[str], k: int, skip_bad: bool = False, policy: str = "default"
+) -> float:
     """Dumps (or resumes) `store`; stops with the failed views named unless `skip_bad`, as kd dump-teachers does:
     without it their blocks stay undone and training would refuse the store."""
     from kd.dump import DumpConfig, dump_teachers
@@ -206,6 +208,7 @@ def dump(train: Path, store: Path, views: int, teachers: list[str], k: int, skip
             k=k,
             clip_seconds=5.0,
             block_size=128,
+            policy=policy,
             skip_bad=skip_bad,
         )
     )
@@ -414,6 +417,8 @@ def report(results: dict, teachers: dict[str, np.ndarray], truth: np.ndarray, ti
     k_flag = f" --k {k}" if (k := stored_k(args.store)) != K else ""
     if args.pool:
         k_flag += f" --pool {args.pool} --pool-clips {args.pool_size}"
+    if args.policy != "default":
+        k_flag += f" --policy {args.policy}"
     lines = [
         "# Distillation on ESC-50: stored teachers against labels and online KD",
         "",
@@ -496,6 +501,7 @@ def dumped_teachers(chosen: list[Study]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from kd.core.augment import POLICIES
     from kd.train import LOSSES
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.esc50_study", description=__doc__.splitlines()[0])
@@ -523,6 +529,12 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="logit store (default OUT/store.zarr); another study's store is reused, and extended with any teacher "
         "the chosen configurations need and it lacks; --pool's store lives beside it",
+    )
+    parser.add_argument(
+        "--policy",
+        default="default",
+        choices=list(POLICIES),
+        help="augmentation policy of the dumped views (kd dump-teachers --policy; a store keeps its own: own --out)",
     )
     parser.add_argument("--curve-points", type=int, default=6, help="fold-4 validations per run")
     parser.add_argument("--only", default="", help=f"comma-separated among {', '.join(c.name for c in CONFIGS)}")
@@ -589,10 +601,14 @@ def main(argv: list[str] | None = None) -> None:
         args.pool_size = sum(1 for _ in open(pool_csv)) - 1 - args.train_clips
     if not args.report:
         if unpooled := [c for c in chosen if not c.pool]:
-            took = dump(train_csv, args.store, args.views, dumped_teachers(unpooled), args.k, args.skip_bad)
+            took = dump(
+                train_csv, args.store, args.views, dumped_teachers(unpooled), args.k, args.skip_bad, args.policy
+            )
             add_time(timings, "dump", took)
         if pooled:
-            took = dump(pool_csv, args.pool_store, args.views, dumped_teachers(pooled), args.k, args.skip_bad)
+            took = dump(
+                pool_csv, args.pool_store, args.views, dumped_teachers(pooled), args.k, args.skip_bad, args.policy
+            )
             add_time(timings, f"dump pool {args.pool_size}", took)
     teachers = teacher_scores(fold4, args.out)
     truth = fold4_truth(fold4)

@@ -69,11 +69,12 @@ def test_default_study_writes_its_table_beside_the_experiment_log():
 
 def test_study_teaches_the_manifest_classes_where_a_configuration_says_so(tiny_study):
     out, flags = tiny_study
-    # Trains on the 2 views the smoke run stores, with the seed it is given; --k reaches the dump.
-    esc50_study.main([*flags, "--only", "kd_mn04_v16_manifest_t2", "--seed", "3", "--k", "527"])
+    # Trains on the 2 views the smoke run stores, with the seed it is given; --k and --policy reach the dump.
+    esc50_study.main([*flags, "--only", "kd_mn04_v16_manifest_t2", "--seed", "3", "--k", "527", "--policy", "cutmix"])
     stored = zarr.open_group(out / "store.zarr", mode="r")["teachers"]["efficientat--mn04_as"]
     assert stored["logits"].shape[-1] == 527
-    assert "--seed 3 --k 527` on" in (out / "docs" / "distillation-results.md").read_text()
+    assert LogitStore(out / "store.zarr").policy.cutmix_prob == 1.0
+    assert "--seed 3 --k 527 --policy cutmix` on" in (out / "docs" / "distillation-results.md").read_text()
     run = out / "runs" / "kd_mn04_v16_manifest_t2"
     config = json.loads((run / "config.json").read_text())
     assert (config["classes"], config["temperature"], config["views"], config["seed"]) == ("manifest", 2.0, 2, 3)

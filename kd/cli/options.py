@@ -27,6 +27,7 @@ class Policy(StrEnum):
     default = "default"
     clean = "clean"
     strong = "strong"
+    cutmix = "cutmix"
 
 
 class ExportFormat(StrEnum):

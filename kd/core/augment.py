@@ -20,7 +20,8 @@ import torch
 from kd.core.errors import ConfigError
 
 POLICY_VERSION = 1
-REPLAYABLE_VERSIONS = (1,)
+CUTMIX_VERSION = 2  # a policy that splices partners; older kds cannot replay it, so they must refuse it
+REPLAYABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class AugmentPolicy:
         gain_db: gain drawn uniformly from [-gain_db, gain_db].
         mixup_prob: probability that a view mixes in another clip.
         mixup_alpha: mixing weight drawn from Beta(alpha, alpha), folded to be >= 0.5 for the view's own clip.
+        cutmix_prob: probability that a two-clip view splices the partner in (CutMix along time: the partner
+            replaces a span of 1 - weight of the view) instead of blending it in (mixup).
         time_masks, time_mask_max: number of time masks (zeroed spans of the waveform) and their largest width.
         freq_masks, freq_mask_max: number of frequency masks for the student's features and their largest width.
     """
@@ -51,8 +54,11 @@ class AugmentPolicy:
     time_mask_max: float = 0.05
     freq_masks: int = 2
     freq_mask_max: float = 0.1
+    cutmix_prob: float = 0.0
 
     def __post_init__(self) -> None:
+        # The version says which kd can replay the policy: splicing is new in 2, policies without it stay 1.
+        object.__setattr__(self, "version", CUTMIX_VERSION if self.cutmix_prob else POLICY_VERSION)
         checks = {
             "sample_rate": self.sample_rate > 0,
             "clip_seconds": self.clip_seconds > 0,
@@ -60,6 +66,7 @@ class AugmentPolicy:
             "gain_db": self.gain_db >= 0,
             "mixup_prob": 0 <= self.mixup_prob <= 1,
             "mixup_alpha": self.mixup_alpha > 0,
+            "cutmix_prob": 0 <= self.cutmix_prob <= 1,
             "time_masks": self.time_masks >= 0,
             "time_mask_max": 0 <= self.time_mask_max <= 1,
             "freq_masks": self.freq_masks >= 0,
@@ -74,7 +81,11 @@ class AugmentPolicy:
         return int(round(self.clip_seconds * self.sample_rate))
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The stored form; without splicing, exactly what kd wrote before cutmix existed (so old stores resume)."""
+        data = asdict(self)
+        if not self.cutmix_prob:
+            del data["cutmix_prob"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> AugmentPolicy:
@@ -93,6 +104,9 @@ POLICIES: dict[str, AugmentPolicy] = {
     "default": AugmentPolicy(),
     "clean": AugmentPolicy(shift_max=0, gain_db=0, mixup_prob=0, time_masks=0, freq_masks=0),
     "strong": AugmentPolicy(shift_max=0.5, gain_db=10, mixup_prob=0.8, time_masks=3, freq_masks=3, freq_mask_max=0.15),
+    # default's share of two-clip views, each spliced, the partner's span uniform in [0, 1/2] of the view: the label
+    # says "weight w of this clip", while the teacher hears whether the clip's event survived the cut.
+    "cutmix": AugmentPolicy(mixup_alpha=1.0, cutmix_prob=1.0),
 }
 
 
@@ -104,7 +118,10 @@ def policy_by_name(name: str, **overrides: object) -> AugmentPolicy:
 
 @dataclass(frozen=True)
 class ViewParams:
-    """Everything random about one view. Offsets and positions are relative; `partner` is -1 without mixup."""
+    """Everything random about one view. Offsets and positions are relative; `partner` is -1 without mixup.
+
+    `splice` is None for a blended partner, else where the partner's span starts, relative to the room left for it.
+    """
 
     crop: float = 0.5
     shift: float = 0.0
@@ -112,6 +129,7 @@ class ViewParams:
     partner: int = -1
     partner_crop: float = 0.5
     mix_weight: float = 1.0
+    splice: float | None = None
     time_masks: tuple[tuple[float, float], ...] = field(default_factory=tuple)
     freq_masks: tuple[tuple[float, float], ...] = field(default_factory=tuple)
 
@@ -139,10 +157,14 @@ def draw_view(policy: AugmentPolicy, seed: int, clip_index: int, num_clips: int,
     )
     time_masks = _masks(rng, policy.time_masks, policy.time_mask_max)
     freq_masks = _masks(rng, policy.freq_masks, policy.freq_mask_max)
-    partner = -1
+    # Drawn last, and only by splicing policies, so that every older policy's seeds keep their meaning.
+    cut_u, cut_start = (rng.random(), rng.random()) if policy.cutmix_prob else (1.0, 0.0)
+    partner, splice = -1, None
     if num_clips > 1 and mix_u < policy.mixup_prob:
         partner = int(partner_u * (num_clips - 1))
         partner += partner >= clip_index
+        if cut_u < policy.cutmix_prob:
+            splice = float(cut_start)
     return ViewParams(
         crop=float(crop),
         shift=float((2 * shift_u - 1) * policy.shift_max),
@@ -150,6 +172,7 @@ def draw_view(policy: AugmentPolicy, seed: int, clip_index: int, num_clips: int,
         partner=partner,
         partner_crop=float(partner_crop),
         mix_weight=float(max(beta, 1 - beta)) if partner >= 0 else 1.0,
+        splice=splice,
         time_masks=time_masks,
         freq_masks=freq_masks,
     )
@@ -179,7 +202,7 @@ def fit_length(wave: torch.Tensor, num_samples: int) -> torch.Tensor:
 def apply_view(
     wave: torch.Tensor, params: ViewParams, policy: AugmentPolicy, partner_wave: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Applies shift, gain, mixup and time masks to cropped waveforms of exactly `policy.num_samples`.
+    """Applies shift, gain, mixup or splice, and time masks to cropped waveforms of exactly `policy.num_samples`.
 
     Deterministic: the same inputs give the same bits.
     """
@@ -192,7 +215,14 @@ def apply_view(
     if params.partner >= 0:
         if partner_wave is None:
             raise ValueError("view mixes in a partner clip but no partner waveform was given")
-        out = params.mix_weight * out + (1 - params.mix_weight) * fit_length(partner_wave, n)
+        partner = fit_length(partner_wave, n)
+        if params.splice is None:
+            out = params.mix_weight * out + (1 - params.mix_weight) * partner
+        else:
+            width = int(round((1 - params.mix_weight) * n))
+            a = int(params.splice * (n - width))
+            out = out.clone()
+            out[..., a : a + width] = partner[..., a : a + width]
     if params.time_masks:
         out = out.clone()
         for start, width in params.time_masks:

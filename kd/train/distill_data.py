@@ -108,7 +108,7 @@ class DistillDataset(torch.utils.data.Dataset):
         return targets.mean(0), labels
 
     def labels(self, clip: int, params) -> torch.Tensor:
-        """Multi-hot ground truth; a mixed view's labels are weighted like its audio."""
+        """Multi-hot ground truth; a two-clip view's labels are weighted like its audio (by amplitude or time share)."""
         out = torch.zeros(self.num_classes)
         out[self.label_index[clip]] = params.mix_weight
         if params.partner >= 0:

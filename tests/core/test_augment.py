@@ -110,3 +110,42 @@ def test_policy_validation_and_version_refusal():
     with pytest.raises(ConfigError, match="version 99"):
         AugmentPolicy.from_json({**AugmentPolicy().to_json(), "version": 99})
     assert AugmentPolicy.from_json(policy_by_name("strong").to_json()) == policy_by_name("strong")
+
+
+def test_cutmix_keeps_every_older_draw_and_splices_two_clip_views():
+    """A splicing policy draws the same crops, gains, partners and weights as the same policy that blends."""
+    cut, blend = policy_by_name("cutmix"), policy_by_name("default", mixup_alpha=1.0)
+    spliced = 0
+    for seed in range(200):
+        a, b = draw_view(cut, seed, 3, 52), draw_view(blend, seed, 3, 52)
+        assert (a.crop, a.shift, a.gain_db, a.partner, a.mix_weight, a.time_masks) == (
+            b.crop, b.shift, b.gain_db, b.partner, b.mix_weight, b.time_masks
+        )
+        assert b.splice is None and (a.splice is not None) == (a.partner >= 0)
+        spliced += a.partner >= 0
+    assert 70 < spliced < 130  # default's share of two-clip views (one in two)
+    assert draw_view(AugmentPolicy(cutmix_prob=0.5, mixup_prob=1.0), 7, 0, 10).partner >= 0
+
+
+def test_splice_replaces_a_span_of_one_minus_weight_with_the_partner():
+    policy = AugmentPolicy(sample_rate=1000, clip_seconds=1.0, cutmix_prob=1.0)
+    wave, partner = torch.ones(1000), torch.arange(1000.0) + 10
+    params = ViewParams(partner=1, mix_weight=0.75, splice=0.5)
+    out = apply_view(wave, params, policy, partner)
+    # 250 partner samples, starting half-way into the 750 samples of room: [375, 625), at the partner's own times.
+    assert torch.equal(out[375:625], partner[375:625])
+    assert torch.all(out[:375] == 1) and torch.all(out[625:] == 1)
+    assert torch.equal(apply_view(wave, ViewParams(partner=1, mix_weight=0.75, splice=1.0), policy, partner)[750:],
+                       partner[750:])
+
+
+def test_policy_version_says_who_can_replay_it():
+    """Without splicing a policy is stored exactly as before cutmix existed (so older stores resume); with it, v2."""
+    default = policy_by_name("default")
+    assert default.version == 1 and "cutmix_prob" not in default.to_json()
+    cut = policy_by_name("cutmix")
+    assert cut.version == 2 and cut.to_json()["cutmix_prob"] == 1.0
+    assert AugmentPolicy.from_json(cut.to_json()) == cut
+    assert AugmentPolicy.from_json({**default.to_json(), "version": 1}) == default
+    with pytest.raises(ConfigError, match="cutmix_prob"):
+        AugmentPolicy(cutmix_prob=-0.1)

@@ -84,6 +84,24 @@ def test_stored_topk_equals_teacher_on_replayed_views(manifest, tmp_path):
     assert partial.covered.sum() == 100 and len(partial.attrs["label_mapping"]["uncovered_target"]) == 427
 
 
+def test_spliced_views_replay_and_store_what_the_teacher_heard(manifest, tmp_path):
+    """A cutmix store (policy v2): every two-clip view is spliced, and its stored top-k is the teacher on the splice."""
+    from kd.core.audio import resample
+
+    dump_teachers(_config(manifest, tmp_path / "s.zarr", views=4, policy="cutmix"))
+    store = LogitStore(tmp_path / "s.zarr")
+    assert store.policy.version == 2 and store.policy.cutmix_prob == 1.0
+    table, seeds = store.clip_table(), store.seeds()
+    views = [(c, v, draw_view(store.policy, int(seeds[c, v]), c, len(table), v)) for c in range(6) for v in range(4)]
+    spliced = [(c, v, p) for c, v, p in views if p.partner >= 0]
+    assert spliced and all(p.splice is not None for _, _, p in spliced)
+    teacher, group = create_teacher("toy/tiny16k"), store.teacher("toy/tiny16k")
+    clip, view, params = spliced[0]
+    wave = render_view(table, clip, params, store.policy)
+    own = teacher.logits(resample(wave[None], store.policy.sample_rate, teacher.card.sample_rate))[0]
+    np.testing.assert_array_equal(group.indices[clip, view], own.topk(group.k).indices.numpy())
+
+
 def test_k_larger_than_classes_keeps_everything(manifest, tmp_path):
     dump_teachers(_config(manifest, tmp_path / "s.zarr", teachers=["toy/partial32k"], k=1000))
     group = LogitStore(tmp_path / "s.zarr").teacher("toy/partial32k")
