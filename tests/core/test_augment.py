@@ -119,7 +119,12 @@ def test_cutmix_keeps_every_older_draw_and_splices_two_clip_views():
     for seed in range(200):
         a, b = draw_view(cut, seed, 3, 52), draw_view(blend, seed, 3, 52)
         assert (a.crop, a.shift, a.gain_db, a.partner, a.mix_weight, a.time_masks) == (
-            b.crop, b.shift, b.gain_db, b.partner, b.mix_weight, b.time_masks
+            b.crop,
+            b.shift,
+            b.gain_db,
+            b.partner,
+            b.mix_weight,
+            b.time_masks,
         )
         assert b.splice is None and (a.splice is not None) == (a.partner >= 0)
         spliced += a.partner >= 0
@@ -135,8 +140,9 @@ def test_splice_replaces_a_span_of_one_minus_weight_with_the_partner():
     # 250 partner samples, starting half-way into the 750 samples of room: [375, 625), at the partner's own times.
     assert torch.equal(out[375:625], partner[375:625])
     assert torch.all(out[:375] == 1) and torch.all(out[625:] == 1)
-    assert torch.equal(apply_view(wave, ViewParams(partner=1, mix_weight=0.75, splice=1.0), policy, partner)[750:],
-                       partner[750:])
+    assert torch.equal(
+        apply_view(wave, ViewParams(partner=1, mix_weight=0.75, splice=1.0), policy, partner)[750:], partner[750:]
+    )
 
 
 def test_policy_version_says_who_can_replay_it():
