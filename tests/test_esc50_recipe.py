@@ -11,7 +11,7 @@ import pytest
 
 from benchmarks import esc50_recipe
 
-SMOKE = ["--limit", "6", "--views", "2", "--batch-size", "2", "--curve-points", "1", "--student", "dass-tiny"]
+SMOKE = ["--limit", "6", "--views", "2", "--batch-size", "2", "--student", "dass-tiny"]
 
 
 def _deb(tmp_path, clips):
@@ -41,14 +41,14 @@ def test_recipe_installs_the_pool_trains_every_seed_and_reports_the_margin(share
     package = audio_pool.PoolPackage(
         "fake-sounds", "1.0-1", hashlib.sha256(deb.read_bytes()).hexdigest(), "CC0", include=(r"/sounds/",)
     )
-    argv = ["--out", str(out), "--seeds", "0,1", "--steps", "2", "--jobs", "1", *SMOKE]
-    args, study_flags = esc50_recipe.parse(argv)
+    argv = ["--out", str(out), "--pool", "install", "--seeds", "0,1", "--steps", "2", "--jobs", "1", "--curve-points"]
+    args, study_flags = esc50_recipe.parse([*argv, "1", *SMOKE])
     assert study_flags == SMOKE
     report = esc50_recipe.run(args, study_flags, packages=[package])
 
     assert len((out / "pool" / "manifest.csv").read_text().splitlines()) == 4  # the three clips, unlabelled
     for seed in (0, 1):
-        for name in esc50_recipe.PAIR:
+        for name in esc50_recipe.POOL_PAIR:
             config = json.loads((out / f"seed{seed}" / "runs" / name / "config.json").read_text())
             assert (config["seed"], config["steps"]) == (seed, 2)
     pool_config = json.loads((out / "seed0" / "runs" / "kd_mn04_pool_dp2" / "config.json").read_text())
@@ -58,6 +58,23 @@ def test_recipe_installs_the_pool_trains_every_seed_and_reports_the_margin(share
     mean = saved["seeds"][-2]
     assert mean["margin"] == pytest.approx(mean["KD mAP"] - mean["labels mAP"])
     assert "pool install" in saved["seconds"] and report == (out / "recipe.md").read_text()
+
+
+def test_recipe_without_a_pool_trains_the_measured_best_pair(shared_data, tmp_path):
+    if not (shared_data / "esc50" / "esc50.csv").is_file():
+        pytest.skip("needs ESC-50 in the shared data")
+    out = tmp_path / "recipe"
+    args, study_flags = esc50_recipe.parse(["--out", str(out), "--seeds", "0,1", "--steps", "2", "--jobs", "1", *SMOKE])
+    assert (args.pool, esc50_recipe.parse([])[0].steps) == ("none", 12000)
+    report = esc50_recipe.run(args, study_flags)
+    for seed in (0, 1):
+        for name in esc50_recipe.PAIR:
+            config = json.loads((out / f"seed{seed}" / "runs" / name / "config.json").read_text())
+            assert (config["seed"], config["steps"], config["store"]) == (seed, 2, str(out / "store.zarr"))
+    assert (
+        not (out / "pool").exists() and "pool install" not in json.loads((out / "recipe.json").read_text())["seconds"]
+    )
+    assert report.startswith("# Label-free KD on ESC-50 folds 1-3, against labels")
 
 
 def test_recipe_refuses_a_missing_pool_manifest_and_bad_seeds(tmp_path, capsys):
