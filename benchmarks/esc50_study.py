@@ -98,6 +98,13 @@ CONFIGS = [  # run in this order (the longest first, so that --jobs 2 finishes t
         extra={"classes": "manifest", "drop_path": 0.2, "temperature": 2.0},
     ),
     Study(
+        "kd_mn04_v16_manifest_dp2_cm5",
+        views=16,
+        note="as kd_mn04_v16_manifest_dp2, each target half way to its clip's mean over the views",
+        by_default=False,
+        extra={"classes": "manifest", "drop_path": 0.2, "clip_mean_weight": 0.5},
+    ),
+    Study(
         "kd_mn04_v16_dp2",
         views=16,
         note="offline KD from mn04, 16 views, all 527 classes, drop path 0.2",

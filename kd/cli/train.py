@@ -40,6 +40,13 @@ def train_student_cmd(
             "teachers rate highest on the training views), a file of names, or names joined by ';' (default: all)."
         ),
     ] = None,
+    clip_mean_weight: Annotated[
+        float,
+        typer.Option(
+            help="Move each view's soft target this far towards its clip's mean target over the stored views (the "
+            "teachers averaged over augmentations; two-clip views mix both clips' means by their weights). 0: off."
+        ),
+    ] = 0.0,
     head_prior: Annotated[
         bool,
         typer.Option(

@@ -91,3 +91,20 @@ def combine(full_logits: list[torch.Tensor], spec: EnsembleSpec) -> tuple[torch.
     mean = mean / total.clamp_min(1e-12)
     targets = mean if spec.combine == "prob" else torch.sigmoid(mean)
     return torch.where(mask, targets, torch.zeros_like(targets)), mask
+
+
+def clip_means(targets: torch.Tensor, single: torch.Tensor) -> torch.Tensor:
+    """Each clip's mean target [clips, C] over its views [clips, views, C] that hear only the clip (`single`); a
+    clip with none (every such view failed) averages all its views."""
+    weights = single.float()
+    weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, torch.ones_like(weights))
+    return (targets * weights[..., None]).sum(1) / weights.sum(1)[:, None]
+
+
+def toward_clip_means(
+    targets: torch.Tensor, own: torch.Tensor, partner: torch.Tensor | None, mix_weight: float, weight: float
+) -> torch.Tensor:
+    """A view's target moved `weight` of the way to what its clip sounds like on average: `own`'s mean target, or
+    for a two-clip view the clips' means weighted like their audio (`mix_weight` for the view's own clip)."""
+    mean = own if partner is None else mix_weight * own + (1 - mix_weight) * partner
+    return (1 - weight) * targets + weight * mean

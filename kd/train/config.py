@@ -31,6 +31,7 @@ class TrainConfig:
     loss: str = "bce"
     label_weight: float = 0.0
     classes: str | None = None
+    clip_mean_weight: float = 0.0
     head_prior: bool = True
     online: bool = False
     views: int | None = None
@@ -60,7 +61,16 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("temperature", "label_weight", "lr", "weight_decay", "grad_clip", "ema_decay", "drop_path"):
+        for name in (
+            "temperature",
+            "label_weight",
+            "clip_mean_weight",
+            "lr",
+            "weight_decay",
+            "grad_clip",
+            "ema_decay",
+            "drop_path",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value):
                 raise ConfigError(f"--{_flag(name)} must be a finite number, got {value!r}")
@@ -89,6 +99,10 @@ class TrainConfig:
             raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.clip_mean_weight <= 1:
+            raise ConfigError(f"--clip-mean-weight must be in [0, 1], got {self.clip_mean_weight}")
+        if self.online and self.clip_mean_weight:
+            raise ConfigError("--clip-mean-weight averages stored targets, which --online does not use; drop one")
         if not 0 <= self.drop_path < 1:
             raise ConfigError(f"--drop-path must be in [0, 1), got {self.drop_path}")
         if self.views is not None and self.views < 1:

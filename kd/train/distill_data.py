@@ -11,7 +11,7 @@ from kd.core.errors import StoreError
 from kd.core.views import render_view
 from kd.stores.checks import check_loaded
 from kd.stores.logit_store import LogitStore
-from kd.stores.targets import EnsembleSpec, combine, expand_topk
+from kd.stores.targets import EnsembleSpec, clip_means, combine, expand_topk, toward_clip_means
 
 
 class DistillDataset(torch.utils.data.Dataset):
@@ -19,7 +19,8 @@ class DistillDataset(torch.utils.data.Dataset):
 
     Teacher arrays are loaded into memory here, before DataLoader workers fork (a Zarr row read costs ~1 ms). With a
     `feature_cache` directory, stored views' features (before frequency masks) are read from it once written there;
-    see kd/train/feature_cache.py.
+    see kd/train/feature_cache.py. With `clip_mean_weight` > 0 each target moves that far towards its clip's mean
+    target over the used views (the teachers averaged over augmentations, see `toward_clip_means`).
     """
 
     def __init__(
@@ -34,6 +35,7 @@ class DistillDataset(torch.utils.data.Dataset):
         audio_root: str | None = None,
         augment: bool = True,
         feature_cache: str | None = None,
+        clip_mean_weight: float = 0.0,
     ) -> None:
         self.policy = store.policy
         self.table = store.clip_table(audio_root)
@@ -76,6 +78,29 @@ class DistillDataset(torch.utils.data.Dataset):
         self.rows = [(int(c), v) for c in clips for v in views if usable[c, v]]
         if not self.rows:
             raise StoreError(f"{store.path}: no usable (clip, view) rows for teachers {spec.names}")
+        self.clip_mean_weight = clip_mean_weight
+        self.means = self._clip_means(views, usable) if clip_mean_weight else None
+
+    def _clip_means(self, views: list[int], usable: np.ndarray, chunk: int = 256) -> torch.Tensor:
+        """[clips, C] mean target of every clip of the store (partners may lie outside `clips`) over its usable
+        views among `views` that hear the clip alone; computed in chunks of clips to bound memory."""
+        out = []
+        for start in range(0, len(self.table), chunk):
+            clips = np.arange(start, min(start + chunk, len(self.table)))
+            grid = np.ix_(clips, views)
+            full = [
+                expand_topk(a["logits"][grid], a["indices"][grid], a["rest"][grid], a["covered"]) for a in self.arrays
+            ]
+            targets, _ = combine(full, self.spec)
+            alone = [
+                [
+                    usable[c, v] and draw_view(self.policy, int(self.seeds[c, v]), c, len(self.table), v).partner < 0
+                    for v in views
+                ]
+                for c in clips
+            ]
+            out.append(clip_means(targets, torch.tensor(alone)))
+        return torch.cat(out)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -148,6 +173,9 @@ class DistillDataset(torch.utils.data.Dataset):
         clip, view = self.rows[index]
         feats, params = self.stored_view(clip, view)
         targets, mask = self.targets(clip, view)
+        if self.means is not None:
+            partner = self.means[params.partner] if params.partner >= 0 else None
+            targets = toward_clip_means(targets, self.means[clip], partner, params.mix_weight, self.clip_mean_weight)
         return {
             "features": feats,
             "targets": targets,

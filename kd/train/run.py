@@ -121,7 +121,16 @@ def setup_run(config: TrainConfig, warn=None) -> Run:
         return probe.mean_targets()[0]
 
     spec = replace(spec, classes=resolve_classes(config.classes, store.labels, clip_labels, mean_probability))
-    stored = DistillDataset(store, spec, model.frontend, model.sample_rate, clips=train_clips, views=views, **common)
+    stored = DistillDataset(
+        store,
+        spec,
+        model.frontend,
+        model.sample_rate,
+        clips=train_clips,
+        views=views,
+        clip_mean_weight=config.clip_mean_weight,
+        **common,
+    )
     train_data, live = stored, None
     if config.online:
         from kd.train.online import LiveEnsemble, OnlineDataset

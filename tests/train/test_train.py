@@ -83,6 +83,30 @@ def test_dataset_replays_the_dumped_view_and_builds_targets(store):
         assert item["targets"][top] == pytest.approx(float(alone[alone.rows.index((3, 1))]["targets"][top]))
 
 
+def test_clip_mean_weight_moves_each_target_towards_its_clips_mean(store):
+    """Weight 1 gives the clip's mean target over its single-clip views (two-clip views: both means, mixed like
+    their audio); 0.5 is half way; the view's own target stays what it was at 0."""
+    opened, student = LogitStore(store), create_student("dass-tiny")
+    spec = EnsembleSpec((("toy/tiny16k", 1.0), ("toy/partial32k", 3.0)))
+
+    def dataset(weight):
+        return DistillDataset(opened, spec, student.frontend, 16000, augment=False, clip_mean_weight=weight)
+
+    plain, half, full = dataset(0.0), dataset(0.5), dataset(1.0)
+    params = {row: draw_view(opened.policy, int(opened.seeds()[row]), row[0], 6, row[1]) for row in plain.rows}
+    own = {row: plain[plain.rows.index(row)]["targets"] for row in plain.rows}
+    means = [torch.stack([own[c, v] for v in (0, 1) if params[c, v].partner < 0]).mean(0) for c in range(6)]
+    mixed = [row for row in plain.rows if params[row].partner >= 0]
+    assert mixed and len(mixed) < len(plain.rows)
+    for index, row in enumerate(plain.rows):
+        p = params[row]
+        mean = means[row[0]] if p.partner < 0 else p.mix_weight * means[row[0]] + (1 - p.mix_weight) * means[p.partner]
+        torch.testing.assert_close(full[index]["targets"], mean)
+        torch.testing.assert_close(half[index]["targets"], 0.5 * own[row] + 0.5 * mean)
+        assert torch.equal(half[index]["mask"], plain[index]["mask"])
+    assert not torch.allclose(full[plain.rows.index(mixed[0])]["targets"], own[mixed[0]])
+
+
 def test_training_writes_checkpoints_metrics_and_a_loadable_student(store, tmp_path):
     result = train_student(_config(store, tmp_path / "run", teachers="toy/tiny16k:1,toy/partial32k:2"))
     assert result.step == 4 and np.isfinite(result.last_loss)
@@ -350,6 +374,8 @@ def test_existing_run_is_never_overwritten_without_resume(store, tmp_path):
         (["--workers", "-2"], "--workers must be >= 0"),
         (["--temperature", "0"], "--temperature must be positive"),
         (["--views", "0"], "--views must be positive"),
+        (["--clip-mean-weight", "1.5"], "--clip-mean-weight must be in [0, 1]"),
+        (["--clip-mean-weight", "0.5", "--online"], "--clip-mean-weight averages stored targets"),
         (["--views", "9"], "the store has 2 views"),
         (["--device", "cuda:7" if torch.cuda.is_available() else "cuda"], "--device"),
         (["--device", "tpu"], "--device"),
