@@ -15,12 +15,11 @@ MIN_CLIP_SECONDS, MAX_CLIP_SECONDS = 0.1, 3600.0
 SCHEDULER_ADDRESS = re.compile(r"((tcp|tls|ucx|ws|wss)://)?[\w.\-\[\]:]+:\d{1,5}")
 
 
-@dataclass
-class DumpConfig:
-    """Everything `kd dump-teachers` takes; validated on construction."""
+@dataclass(kw_only=True)
+class TeacherViews:
+    """What a dump and its plan (`kd plan`) both take: which teachers run over which views, and what is kept."""
 
     manifest: str
-    store: str
     teachers: list[str]
     checkpoints: dict[str, str] = field(default_factory=dict)
     views: int = 4
@@ -30,12 +29,11 @@ class DumpConfig:
     batch_size: int = 16
     workers: int | None = None
     device: str = "cpu"
-    block_size: int = 512
     seed: int = 0
-    scheduler: str | None = None
-    skip_bad: bool = False
     labels: str | None = None
-    progress: bool = True
+
+    # How the error about a --checkpoint for a teacher not named reads ("dumped", "planned").
+    _verb = "used"
 
     def __post_init__(self) -> None:
         if self.workers is None:
@@ -45,7 +43,6 @@ class DumpConfig:
             ("views", self.views, 1),
             ("k", self.k, 1),
             ("batch_size", self.batch_size, 1),
-            ("block_size", self.block_size, 1),
             ("workers", self.workers, 0),
             ("seed", self.seed, 0),
         )
@@ -53,14 +50,31 @@ class DumpConfig:
             raise ConfigError(
                 f"--clip-seconds must be between {MIN_CLIP_SECONDS:g} and {MAX_CLIP_SECONDS:g}, got {self.clip_seconds}"
             )
+        unknown = set(self.checkpoints) - set(self.teachers)
+        if unknown:
+            raise ConfigError(f"--checkpoint given for teachers not being {self._verb}: {sorted(unknown)}")
+
+
+@dataclass(kw_only=True)
+class DumpConfig(TeacherViews):
+    """Everything `kd dump-teachers` takes; validated on construction."""
+
+    store: str
+    block_size: int = 512
+    scheduler: str | None = None
+    skip_bad: bool = False
+    progress: bool = True
+
+    _verb = "dumped"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_whole_numbers(("block_size", self.block_size, 1))
         if self.scheduler is not None:
             check_scheduler(self.scheduler)
         if self.scheduler is None or self.scheduler.startswith("local:"):
             # A remote cluster's workers may have devices this machine lacks: only a local run is checked here.
             check_device(self.device)
-        unknown = set(self.checkpoints) - set(self.teachers)
-        if unknown:
-            raise ConfigError(f"--checkpoint given for teachers not being dumped: {sorted(unknown)}")
 
 
 def check_teacher_names(teachers: list[str]) -> None:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from kd.core.errors import ConfigError, WeightsError
+from kd.dump.config import TeacherViews, check_whole_numbers
 from kd.teachers import Teacher, TorchTeacher, create_teacher
 
 # Bytes one (clip, view) takes per teacher, beside its top-k: the rest fill (float16) and the failed flag (bool).
@@ -27,9 +28,9 @@ _ROW_BYTES = 2 + 1
 _ENTRY_BYTES = 2 + 2
 
 
-@dataclass
-class PlanConfig:
-    """What `kd plan` takes; the dump settings mean what they mean for `kd dump-teachers`.
+@dataclass(kw_only=True)
+class PlanConfig(TeacherViews):
+    """What `kd plan` takes; the dump settings (`TeacherViews`) mean what they mean for `kd dump-teachers`.
 
     Attributes:
         calibration_views: real views rendered and run through every teacher (spread over the manifest's clips).
@@ -38,41 +39,20 @@ class PlanConfig:
         train_workers: DataLoader workers of training (as `kd train-student --workers`).
     """
 
-    manifest: str
-    teachers: list[str]
-    checkpoints: dict[str, str] = field(default_factory=dict)
-    views: int = 4
-    k: int = 50
-    policy: str = "default"
-    clip_seconds: float | None = None
-    batch_size: int = 16
-    workers: int | None = None
-    device: str = "cpu"
-    seed: int = 0
-    labels: str | None = None
     calibration_views: int = 8
     student: str | None = None
     student_batch_size: int = 16
     train_workers: int = 2
 
-    def __post_init__(self) -> None:
-        from kd.dump.config import check_teacher_names, check_whole_numbers, default_workers
+    _verb = "planned"
 
-        if self.workers is None:
-            self.workers = default_workers()
-        check_teacher_names(self.teachers)
+    def __post_init__(self) -> None:
+        super().__post_init__()
         check_whole_numbers(
-            ("views", self.views, 1),
-            ("k", self.k, 1),
-            ("batch_size", self.batch_size, 1),
-            ("workers", self.workers, 0),
             ("calibration_views", self.calibration_views, 1),
             ("student_batch_size", self.student_batch_size, 1),
             ("train_workers", self.train_workers, 0),
         )
-        unknown = set(self.checkpoints) - set(self.teachers)
-        if unknown:
-            raise ConfigError(f"--checkpoint given for teachers not being planned: {sorted(unknown)}")
 
 
 @dataclass

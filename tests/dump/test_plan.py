@@ -74,6 +74,13 @@ def test_config_refuses_bad_values(manifest):
         _config(manifest, views=0)
     with pytest.raises(ConfigError, match="--calibration-views"):
         _config(manifest, calibration_views=0)
+    # The checks a dump makes of the settings it shares with its plan (TeacherViews), the plan makes too.
+    with pytest.raises(ConfigError, match="--clip-seconds must be between"):
+        _config(manifest, clip_seconds=0.0)
+    with pytest.raises(ConfigError, match="--seed must be a whole number"):
+        _config(manifest, seed=-1)
+    with pytest.raises(ConfigError, match="not being planned"):
+        _config(manifest, checkpoints={"yamnet": "y.tflite"})
 
 
 def test_formatting():
