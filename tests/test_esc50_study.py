@@ -6,10 +6,11 @@ import argparse
 import csv
 import json
 
+import numpy as np
 import pytest
 import zarr
 
-from benchmarks import esc50_study
+from benchmarks import esc50_classes, esc50_study
 from kd.stores.logit_store import LogitStore
 from kd.students.checkpoint import read_checkpoint
 from kd.use.evaluate import evaluate
@@ -43,6 +44,13 @@ def test_study_trains_scores_reports_and_resumes(tiny_study, capsys):
     assert results["kd_mn04_v1"]["label_map"] == pytest.approx(as_kd_eval, abs=1e-6)
     curve = (out / "runs" / "kd_mn04_v1" / "metrics.jsonl").read_text().splitlines()
     assert sum('"val_manifest_map"' in line for line in curve) == 3  # steps 0, 2 and 4
+
+    # Class by class (benchmarks.esc50_classes): each student's APs average to the mAP the study reported.
+    rows, summary = esc50_classes.compare([out], "kd_mn04_v1", "label_only", shown=50)
+    scored = {r["class"]: r for r in rows}
+    assert len(scored) == summary["classes"] and summary["classes"] > 0
+    assert np.mean([r["KD AP"] for r in scored.values()]) == pytest.approx(results["kd_mn04_v1"]["label_map"], abs=1e-6)
+    assert all(r["KD - labels"] == pytest.approx(r["KD AP"] - r["labels AP"]) for r in rows)
 
     finished = {name: (out / "runs" / name / "last.pt").stat().st_mtime_ns for name in ("label_only", "kd_mn04_v1")}
     esc50_study.main([*flags, "--only", "label_only"])  # rerun: nothing retrained, the other run stays reported
