@@ -87,11 +87,7 @@ class DistillDataset(torch.utils.data.Dataset):
         out = []
         for start in range(0, len(self.table), chunk):
             clips = np.arange(start, min(start + chunk, len(self.table)))
-            grid = np.ix_(clips, views)
-            full = [
-                expand_topk(a["logits"][grid], a["indices"][grid], a["rest"][grid], a["covered"]) for a in self.arrays
-            ]
-            targets, _ = combine(full, self.spec)
+            targets, _ = self.targets(*np.ix_(clips, views))
             alone = [
                 [
                     usable[c, v] and draw_view(self.policy, int(self.seeds[c, v]), c, len(self.table), v).partner < 0
@@ -105,7 +101,8 @@ class DistillDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def targets(self, clip: int, view: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def targets(self, clip, view) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ensemble targets and mask of a (clip, view) row, or of index arrays that broadcast together ([..., C])."""
         full = [
             expand_topk(a["logits"][clip, view], a["indices"][clip, view], a["rest"][clip, view], a["covered"])
             for a in self.arrays
@@ -122,11 +119,7 @@ class DistillDataset(torch.utils.data.Dataset):
         """
         rows = [self.rows[i] for i in np.linspace(0, len(self.rows) - 1, min(max_rows, len(self.rows))).astype(int)]
         clips, views = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
-        full = [
-            expand_topk(a["logits"][clips, views], a["indices"][clips, views], a["rest"][clips, views], a["covered"])
-            for a in self.arrays
-        ]
-        targets, _ = combine(full, self.spec)
+        targets, _ = self.targets(clips, views)
         labels = torch.zeros(self.num_classes)
         for clip in clips:
             labels[self.label_index[clip]] += 1.0 / len(clips)
