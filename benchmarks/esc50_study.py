@@ -90,19 +90,19 @@ CONFIGS = [  # run in this order (the longest first, so that --jobs 2 finishes t
         )
         for rate in (0.0, 0.2, 0.3)
     ),
-    Study(
-        "kd_mn04_v16_manifest_dp2_t2",
-        views=16,
-        note="as kd_mn04_v16_manifest_dp2, at temperature 2",
-        by_default=False,
-        extra={"classes": "manifest", "drop_path": 0.2, "temperature": 2.0},
-    ),
-    Study(
-        "kd_mn04_v16_manifest_dp2_cm5",
-        views=16,
-        note="as kd_mn04_v16_manifest_dp2, each target half way to its clip's mean over the views",
-        by_default=False,
-        extra={"classes": "manifest", "drop_path": 0.2, "clip_mean_weight": 0.5},
+    # One setting changed from kd_mn04_v16_manifest_dp2.
+    *(
+        Study(
+            f"kd_mn04_v16_manifest_dp2_{suffix}",
+            views=16,
+            note=f"as kd_mn04_v16_manifest_dp2, {what}",
+            by_default=False,
+            extra={"classes": "manifest", "drop_path": 0.2, **setting},
+        )
+        for suffix, what, setting in (
+            ("t2", "at temperature 2", {"temperature": 2.0}),
+            ("cm5", "each target half way to its clip's mean over the views", {"clip_mean_weight": 0.5}),
+        )
     ),
     Study(
         "kd_mn04_v16_dp2",
